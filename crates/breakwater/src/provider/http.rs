@@ -1,0 +1,267 @@
+//! HTTP plumbing shared by the adapters: one pooled client per provider,
+//! sending with deadlines, bounded body reads, error classification, and
+//! event streams.
+
+use crate::error::{Error, ErrorKind, Result, TimeoutPhase, TransportCause, classify_http, classify_transport};
+use crate::policy::timeout::{Timeouts, earliest, run_until};
+use crate::secret::Secret;
+use crate::sse::{SseEvent, SseItem, SseStream};
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+/// The most of an error body we read to classify it.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// Connection settings of an HTTP provider.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Base URL, e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    /// API key, if the upstream needs one.
+    pub api_key: Option<Secret>,
+    /// Extra headers sent with every request.
+    pub headers: BTreeMap<String, String>,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// Largest response body accepted (non-streamed) or event (streamed).
+    pub max_response_bytes: usize,
+}
+
+impl HttpSettings {
+    /// Settings for `base_url` with defaults for the rest.
+    pub fn new(base_url: impl Into<String>) -> Self {
+        HttpSettings {
+            base_url: base_url.into(),
+            api_key: None,
+            headers: BTreeMap::new(),
+            timeouts: Timeouts::default(),
+            max_response_bytes: 32 * 1024 * 1024,
+        }
+    }
+
+    /// Sets the API key.
+    pub fn api_key(mut self, key: impl Into<Secret>) -> Self {
+        self.api_key = Some(key.into());
+        self
+    }
+
+    /// Sets the timeouts.
+    pub fn timeouts(mut self, t: Timeouts) -> Self {
+        self.timeouts = t;
+        self
+    }
+}
+
+/// A configured HTTP upstream.
+#[derive(Debug, Clone)]
+pub(crate) struct HttpUpstream {
+    pub name: Arc<str>,
+    client: reqwest::Client,
+    base_url: String,
+    headers: HeaderMap,
+    pub timeouts: Timeouts,
+    pub max_response_bytes: usize,
+}
+
+/// When each clock of one call runs out.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CallClock {
+    pub first_token_at: Option<Instant>,
+    pub total_at: Option<Instant>,
+}
+
+impl HttpUpstream {
+    /// Builds the client. `auth` are the provider-specific auth headers.
+    pub fn new(name: Arc<str>, s: &HttpSettings, auth: HeaderMap) -> Result<Self> {
+        let mut headers = auth;
+        for (k, v) in &s.headers {
+            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+                Error::invalid_param(format!("headers.{k}"), format!("`{k}` is not a valid header name"))
+            })?;
+            let value = HeaderValue::from_str(v)
+                .map_err(|_| Error::invalid_param(format!("headers.{k}"), "header value has invalid characters"))?;
+            headers.insert(name, value);
+        }
+        let client = reqwest::Client::builder()
+            .connect_timeout(s.timeouts.connect())
+            .tcp_nodelay(true)
+            .pool_idle_timeout(std::time::Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .http2_adaptive_window(true)
+            .user_agent(concat!("breakwater/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::new(ErrorKind::InvalidRequest, format!("cannot build HTTP client: {e}")))?;
+        Ok(HttpUpstream {
+            name,
+            client,
+            base_url: s.base_url.trim_end_matches('/').to_string(),
+            headers,
+            timeouts: s.timeouts,
+            max_response_bytes: s.max_response_bytes,
+        })
+    }
+
+    /// `base_url` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        let mut u = String::with_capacity(self.base_url.len() + path.len());
+        u.push_str(&self.base_url);
+        u.push_str(path);
+        u
+    }
+
+    /// The clocks of a call starting now.
+    pub fn clock(&self, deadline: Option<Instant>) -> CallClock {
+        let now = Instant::now();
+        CallClock {
+            first_token_at: Some(now + self.timeouts.first_token()),
+            total_at: earliest(Some(now + self.timeouts.total()), deadline),
+        }
+    }
+
+    fn tag(&self, e: Error) -> Error {
+        e.with_provider(&self.name)
+    }
+
+    /// Sends a request and waits for a successful response's headers until
+    /// `until`. A non-success status becomes a classified error.
+    pub async fn send(
+        &self,
+        builder: reqwest::RequestBuilder,
+        until: Option<Instant>,
+        phase: TimeoutPhase,
+        request_id: Option<&str>,
+    ) -> Result<reqwest::Response> {
+        let mut builder = builder.headers(self.headers.clone());
+        if let Some(id) = request_id {
+            builder = builder.header("x-request-id", id);
+        }
+        let fut = async {
+            let resp = builder.send().await.map_err(|e| classify_transport(&e, phase))?;
+            let status = resp.status();
+            if status.is_success() {
+                return Ok(resp);
+            }
+            let headers = resp.headers().clone();
+            // A body we cannot read whole still classifies by status.
+            let body = read_limited(resp, MAX_ERROR_BODY, true).await.unwrap_or_default();
+            Err(classify_http(status.as_u16(), &headers, &body))
+        };
+        run_until(until, phase, fut).await.map_err(|e| self.tag(e))
+    }
+
+    /// POSTs JSON.
+    pub async fn post_json(
+        &self,
+        url: &str,
+        body: &impl Serialize,
+        until: Option<Instant>,
+        phase: TimeoutPhase,
+        request_id: Option<&str>,
+    ) -> Result<reqwest::Response> {
+        let bytes = serde_json::to_vec(body).map_err(|e| {
+            self.tag(Error::new(
+                ErrorKind::InvalidRequest,
+                format!("cannot encode request: {e}"),
+            ))
+        })?;
+        let b = self
+            .client
+            .post(url)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(bytes);
+        self.send(b, until, phase, request_id).await
+    }
+
+    /// GETs a URL.
+    pub async fn get(&self, url: &str, until: Option<Instant>, request_id: Option<&str>) -> Result<reqwest::Response> {
+        self.send(self.client.get(url), until, TimeoutPhase::Total, request_id)
+            .await
+    }
+
+    /// Reads a whole JSON body (bounded) until `until`.
+    pub async fn read_json<T: DeserializeOwned>(&self, resp: reqwest::Response, until: Option<Instant>) -> Result<T> {
+        let limit = self.max_response_bytes;
+        let body = run_until(until, TimeoutPhase::Total, async move {
+            read_limited(resp, limit, false).await
+        })
+        .await
+        .map_err(|e| self.tag(e))?;
+        parse_json_body(&body).map_err(|e| self.tag(e))
+    }
+
+    /// The response's events, with transport and parse failures classified.
+    pub fn events(&self, resp: reqwest::Response) -> impl Stream<Item = Result<SseEvent>> + Send + 'static {
+        let name = self.name.clone();
+        let parser = crate::sse::SseParser::with_max_event_bytes(self.max_response_bytes);
+        SseStream::with_parser(resp.bytes_stream(), parser).map(move |item| match item {
+            SseItem::Event(e) => Ok(e),
+            SseItem::Invalid(e) => {
+                Err(Error::new(ErrorKind::UpstreamUnparseable, format!("bad event stream: {e}")).with_provider(&name))
+            }
+            SseItem::Transport(e) => Err(classify_transport(&e, TimeoutPhase::Idle).with_provider(&name)),
+        })
+    }
+}
+
+/// Parses a JSON body; an `{"error": …}` body with a 200 (some compatible
+/// servers do this) is classified as the error it reports.
+pub(crate) fn parse_json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
+    match serde_json::from_slice::<T>(body) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body)
+                && v.get("error").is_some()
+            {
+                return Err(crate::error::classify_stream_error(body));
+            }
+            Err(unparseable(body, &e))
+        }
+    }
+}
+
+/// An `upstream_unparseable` error quoting the start of what arrived.
+pub(crate) fn unparseable(body: &[u8], e: &dyn std::fmt::Display) -> Error {
+    let snippet: String = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+    Error::new(
+        ErrorKind::UpstreamUnparseable,
+        format!("cannot parse the upstream's answer ({e}): {snippet:?}"),
+    )
+}
+
+/// Reads a body up to `limit` bytes. Over the limit it is an error, unless
+/// `truncate` (for error bodies, where the start is enough).
+async fn read_limited(mut resp: reqwest::Response, limit: usize, truncate: bool) -> Result<Bytes> {
+    let mut buf = BytesMut::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(c)) => {
+                if buf.len() + c.len() > limit {
+                    if truncate {
+                        let room = limit - buf.len();
+                        buf.extend_from_slice(&c[..room]);
+                        return Ok(buf.freeze());
+                    }
+                    return Err(Error::new(
+                        ErrorKind::UpstreamUnparseable,
+                        format!("the upstream's answer is larger than {limit} bytes"),
+                    ));
+                }
+                buf.extend_from_slice(&c);
+            }
+            Ok(None) => return Ok(buf.freeze()),
+            Err(e) => {
+                let mut err = classify_transport(&e, TimeoutPhase::Total);
+                if err.kind == ErrorKind::Network && err.cause == Some(TransportCause::Other) {
+                    err.cause = Some(TransportCause::ConnectionReset);
+                }
+                return Err(err);
+            }
+        }
+    }
+}

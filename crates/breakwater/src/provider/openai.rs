@@ -1,0 +1,213 @@
+//! OpenAI, and every server that speaks its chat-completions API
+//! (llama.cpp's llama-server, vLLM, Ollama, Groq, Together, …).
+
+use super::http::{HttpSettings, HttpUpstream, unparseable};
+use super::{CallOptions, Capabilities, ChatStream, Provider, ProviderKind};
+use crate::error::{Error, ErrorKind, Result, TimeoutPhase, TransportCause, classify_stream_error};
+use crate::policy::timeout::{guard_stream, run_until};
+use crate::types::{ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, StreamOptions};
+use async_trait::async_trait;
+use futures::StreamExt;
+use http::{HeaderMap, HeaderValue};
+use std::sync::Arc;
+
+/// An OpenAI-compatible provider.
+#[derive(Debug, Clone)]
+pub struct OpenAi {
+    http: HttpUpstream,
+    caps: Capabilities,
+}
+
+impl OpenAi {
+    /// A provider named `name` talking to `settings.base_url`.
+    pub fn new(name: impl Into<Arc<str>>, settings: &HttpSettings) -> Result<Self> {
+        let mut auth = HeaderMap::new();
+        if let Some(key) = &settings.api_key
+            && !key.is_empty()
+        {
+            let mut v = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+                .map_err(|_| Error::invalid_param("api_key", "the API key has characters not allowed in a header"))?;
+            v.set_sensitive(true);
+            auth.insert(http::header::AUTHORIZATION, v);
+        }
+        Ok(OpenAi {
+            http: HttpUpstream::new(name.into(), settings, auth)?,
+            caps: Capabilities {
+                native_json_schema: true,
+                assistant_prefill: false,
+                embeddings: true,
+                tools: true,
+            },
+        })
+    }
+
+    /// Overrides the capabilities (e.g. a compatible server that does
+    /// continue a trailing assistant message, like llama-server).
+    pub fn with_capabilities(mut self, caps: Capabilities) -> Self {
+        self.caps = caps;
+        self
+    }
+}
+
+/// Turns one event of an OpenAI stream into a chunk; `Ok(None)` for `[DONE]`
+/// and for events without data worth passing.
+pub fn parse_stream_event(data: &str) -> Result<Option<ChatChunk>> {
+    if data == "[DONE]" {
+        return Ok(None);
+    }
+    match serde_json::from_str::<ChatChunk>(data) {
+        Ok(c) => Ok(Some(c)),
+        Err(e) => {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(data)
+                && v.get("error").is_some()
+            {
+                return Err(classify_stream_error(data.as_bytes()));
+            }
+            Err(unparseable(data.as_bytes(), &e))
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for OpenAi {
+    fn name(&self) -> &Arc<str> {
+        &self.http.name
+    }
+
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Openai
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.caps
+    }
+
+    async fn chat(&self, req: &ChatRequest, opts: &CallOptions) -> Result<ChatResponse> {
+        let clock = self.http.clock(opts.deadline);
+        let mut body = req.clone();
+        body.stream = None;
+        body.stream_options = None;
+        let url = self.http.url("/chat/completions");
+        let resp = self
+            .http
+            .post_json(
+                &url,
+                &body,
+                clock.total_at,
+                TimeoutPhase::Total,
+                opts.request_id.as_deref(),
+            )
+            .await?;
+        self.http.read_json(resp, clock.total_at).await
+    }
+
+    async fn chat_stream(&self, req: &ChatRequest, opts: &CallOptions) -> Result<ChatStream> {
+        let clock = self.http.clock(opts.deadline);
+        let mut body = req.clone();
+        body.stream = Some(true);
+        // Always ask for usage: accounting needs it.
+        let mut so = body.stream_options.take().unwrap_or_default();
+        so.include_usage = Some(true);
+        body.stream_options = Some(StreamOptions { ..so });
+        let url = self.http.url("/chat/completions");
+        let until = crate::policy::timeout::earliest(clock.first_token_at, clock.total_at);
+        let resp = self
+            .http
+            .post_json(&url, &body, until, TimeoutPhase::FirstToken, opts.request_id.as_deref())
+            .await?;
+        let name = self.http.name.clone();
+        let mut done = false;
+        let events = self.http.events(resp);
+        let chunks = events
+            .map(Some)
+            .chain(futures::stream::once(async { None }))
+            .filter_map(move |item| {
+                let out = match item {
+                    Some(Ok(ev)) if done => {
+                        let _ = ev;
+                        None
+                    }
+                    Some(Ok(ev)) => match parse_stream_event(&ev.data) {
+                        Ok(Some(c)) => Some(Ok(c)),
+                        Ok(None) => {
+                            done = true;
+                            None
+                        }
+                        Err(e) => Some(Err(e.with_provider(&name))),
+                    },
+                    Some(Err(e)) => Some(Err(e)),
+                    None if done => None,
+                    None => Some(Err(Error::network(
+                        TransportCause::Truncated,
+                        "the stream ended without [DONE]",
+                    )
+                    .with_provider(&name))),
+                };
+                futures::future::ready(out)
+            });
+        Ok(guard_stream(
+            Box::pin(chunks),
+            clock.first_token_at,
+            Some(self.http.timeouts.idle()),
+            clock.total_at,
+        ))
+    }
+
+    async fn embed(&self, req: &EmbeddingRequest, opts: &CallOptions) -> Result<EmbeddingResponse> {
+        let clock = self.http.clock(opts.deadline);
+        let url = self.http.url("/embeddings");
+        let resp = self
+            .http
+            .post_json(
+                &url,
+                req,
+                clock.total_at,
+                TimeoutPhase::Total,
+                opts.request_id.as_deref(),
+            )
+            .await?;
+        self.http.read_json(resp, clock.total_at).await
+    }
+
+    async fn probe(&self, opts: &CallOptions) -> Result<()> {
+        let clock = self.http.clock(opts.deadline);
+        let until = crate::policy::timeout::earliest(
+            clock.total_at,
+            Some(tokio::time::Instant::now() + self.http.timeouts.first_token()),
+        );
+        let url = self.http.url("/models");
+        run_until(until, TimeoutPhase::Total, async {
+            let resp = self.http.get(&url, until, opts.request_id.as_deref()).await?;
+            let _: serde_json::Value = self.http.read_json(resp, until).await?;
+            Ok(())
+        })
+        .await
+        .map_err(|e: Error| {
+            if e.kind == ErrorKind::Timeout {
+                e.with_provider(&self.http.name)
+            } else {
+                e
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_events() {
+        assert!(parse_stream_event("[DONE]").unwrap().is_none());
+        let c = parse_stream_event(
+            r#"{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}"#,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.text(), "Hi");
+        let e = parse_stream_event(r#"{"error":{"message":"overloaded","type":"overloaded_error"}}"#).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Overloaded);
+        let e = parse_stream_event(r#"{"id": 5"#).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::UpstreamUnparseable);
+    }
+}

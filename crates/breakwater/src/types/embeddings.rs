@@ -1,0 +1,151 @@
+//! Embeddings request and response, in OpenAI's shape.
+
+use super::chat::Extra;
+use serde::{Deserialize, Serialize};
+
+/// An embeddings request (`POST /v1/embeddings`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmbeddingRequest {
+    /// Model alias or upstream model.
+    pub model: String,
+    /// What to embed.
+    pub input: EmbeddingInput,
+    /// `float` (default) or `base64`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding_format: Option<String>,
+    /// Output dimensions, for models that allow shortening.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dimensions: Option<u32>,
+    /// End-user identifier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Everything else.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+impl EmbeddingRequest {
+    /// A request for the given texts.
+    pub fn new(model: impl Into<String>, texts: Vec<String>) -> Self {
+        EmbeddingRequest {
+            model: model.into(),
+            input: EmbeddingInput::Many(texts),
+            encoding_format: None,
+            dimensions: None,
+            user: None,
+            extra: Extra::new(),
+        }
+    }
+}
+
+/// Embedding input: text(s) or token ids.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EmbeddingInput {
+    /// One text.
+    One(String),
+    /// Several texts.
+    Many(Vec<String>),
+    /// One token-id sequence.
+    Tokens(Vec<u32>),
+    /// Several token-id sequences.
+    TokenBatches(Vec<Vec<u32>>),
+}
+
+impl EmbeddingInput {
+    /// The number of inputs.
+    pub fn len(&self) -> usize {
+        match self {
+            EmbeddingInput::One(_) | EmbeddingInput::Tokens(_) => 1,
+            EmbeddingInput::Many(v) => v.len(),
+            EmbeddingInput::TokenBatches(v) => v.len(),
+        }
+    }
+
+    /// Whether there is nothing to embed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The inputs as texts, when they are texts.
+    pub fn texts(&self) -> Option<Vec<&str>> {
+        match self {
+            EmbeddingInput::One(s) => Some(vec![s.as_str()]),
+            EmbeddingInput::Many(v) => Some(v.iter().map(String::as_str).collect()),
+            _ => None,
+        }
+    }
+}
+
+/// An embeddings response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmbeddingResponse {
+    /// `list`.
+    #[serde(default = "object_list")]
+    pub object: String,
+    /// One embedding per input, in input order.
+    pub data: Vec<Embedding>,
+    /// The model that answered.
+    #[serde(default)]
+    pub model: String,
+    /// Token usage.
+    #[serde(default)]
+    pub usage: EmbeddingUsage,
+    /// Everything else.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+fn object_list() -> String {
+    "list".to_string()
+}
+
+fn object_embedding() -> String {
+    "embedding".to_string()
+}
+
+/// One embedding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Embedding {
+    /// `embedding`.
+    #[serde(default = "object_embedding")]
+    pub object: String,
+    /// Position of its input.
+    #[serde(default)]
+    pub index: u32,
+    /// The vector.
+    pub embedding: EmbeddingVector,
+}
+
+impl Embedding {
+    /// An embedding of floats.
+    pub fn new(index: u32, values: Vec<f32>) -> Self {
+        Embedding {
+            object: object_embedding(),
+            index,
+            embedding: EmbeddingVector::Float(values),
+        }
+    }
+}
+
+/// The vector as floats or as base64 of little-endian f32 (what the OpenAI
+/// SDKs ask for by default).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EmbeddingVector {
+    /// Plain floats.
+    Float(Vec<f32>),
+    /// Base64 of little-endian f32 values.
+    Base64(String),
+}
+
+/// Token usage of an embeddings call.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EmbeddingUsage {
+    /// Tokens in the input.
+    #[serde(default)]
+    pub prompt_tokens: u32,
+    /// The same number.
+    #[serde(default)]
+    pub total_tokens: u32,
+}
