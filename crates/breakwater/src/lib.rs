@@ -19,6 +19,7 @@
 pub mod error;
 pub mod policy;
 pub mod provider;
+pub mod redis_store;
 pub mod secret;
 pub mod simulator;
 pub mod sse;
