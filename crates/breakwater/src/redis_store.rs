@@ -305,10 +305,11 @@ impl RedisStore {
                     return Err(RedisUnavailable(e.to_string()));
                 }
                 self.on_failure();
-                if self.inner.cluster_client.is_some() && (e.is_io_error() || e.is_connection_dropped()) {
-                    if let Ok(mut slot) = self.inner.conn.lock() {
-                        *slot = None;
-                    }
+                if self.inner.cluster_client.is_some()
+                    && (e.is_io_error() || e.is_connection_dropped())
+                    && let Ok(mut slot) = self.inner.conn.lock()
+                {
+                    *slot = None;
                 }
                 Err(RedisUnavailable(e.to_string()))
             }
