@@ -322,6 +322,15 @@ impl Error {
         }
     }
 
+    /// An `upstream_unparseable` error quoting the start of what arrived.
+    pub fn unparseable(body: &[u8], cause: &dyn fmt::Display) -> Self {
+        let snippet = String::from_utf8_lossy(&body[..body.len().min(200)]);
+        Error::new(
+            ErrorKind::UpstreamUnparseable,
+            format!("cannot parse the upstream's answer ({cause}): {snippet:?}"),
+        )
+    }
+
     /// The caller went away.
     pub fn cancelled() -> Self {
         Error::new(ErrorKind::Cancelled, "the caller cancelled the request")
