@@ -67,7 +67,13 @@ impl Provider for Anthropic {
         let url = self.http.url("/messages");
         let resp = self
             .http
-            .post_json(&url, &body, clock.total_at, TimeoutPhase::Total, opts.request_id.as_deref())
+            .post_json(
+                &url,
+                &body,
+                clock.total_at,
+                TimeoutPhase::Total,
+                opts.request_id.as_deref(),
+            )
             .await?;
         let msg: MessagesResponse = self.http.read_json(resp, clock.total_at).await?;
         Ok(from_anthropic_response(msg))
@@ -99,8 +105,11 @@ impl Provider for Anthropic {
                     },
                     Some(Err(e)) => vec![Err(e)],
                     None if decoder.is_done() => vec![],
-                    None => vec![Err(Error::network(TransportCause::Truncated, "the stream ended before message_stop")
-                        .with_provider(&name))],
+                    None => vec![Err(Error::network(
+                        TransportCause::Truncated,
+                        "the stream ended before message_stop",
+                    )
+                    .with_provider(&name))],
                 };
                 futures::stream::iter(out)
             });
@@ -113,12 +122,21 @@ impl Provider for Anthropic {
     }
 
     async fn embed(&self, _req: &EmbeddingRequest, _opts: &CallOptions) -> Result<EmbeddingResponse> {
-        Err(Error::new(ErrorKind::InvalidRequest, "Anthropic offers no embeddings endpoint").with_provider(&self.http.name))
+        Err(
+            Error::new(ErrorKind::InvalidRequest, "Anthropic offers no embeddings endpoint")
+                .with_provider(&self.http.name),
+        )
     }
 
     async fn probe(&self, opts: &CallOptions) -> Result<()> {
-        let until = earliest(opts.deadline, Some(tokio::time::Instant::now() + self.http.timeouts.first_token()));
-        let resp = self.http.get(&self.http.url("/models"), until, opts.request_id.as_deref()).await?;
+        let until = earliest(
+            opts.deadline,
+            Some(tokio::time::Instant::now() + self.http.timeouts.first_token()),
+        );
+        let resp = self
+            .http
+            .get(&self.http.url("/models"), until, opts.request_id.as_deref())
+            .await?;
         let _: serde_json::Value = self.http.read_json(resp, until).await?;
         Ok(())
     }

@@ -43,8 +43,10 @@ impl Gemini {
     fn model_url(&self, model: &str, method: &str) -> Result<String> {
         // The model is a path segment: refuse anything that could escape it.
         if model.is_empty() || model.contains(['/', '?', '#', '%']) || model.contains("..") {
-            return Err(Error::invalid_param("model", format!("`{model}` is not a valid Gemini model name"))
-                .with_provider(&self.http.name));
+            return Err(
+                Error::invalid_param("model", format!("`{model}` is not a valid Gemini model name"))
+                    .with_provider(&self.http.name),
+            );
         }
         Ok(self.http.url(&format!("/models/{model}:{method}")))
     }
@@ -75,7 +77,13 @@ impl Provider for Gemini {
         let url = self.model_url(&req.model, "generateContent")?;
         let resp = self
             .http
-            .post_json(&url, &body, clock.total_at, TimeoutPhase::Total, opts.request_id.as_deref())
+            .post_json(
+                &url,
+                &body,
+                clock.total_at,
+                TimeoutPhase::Total,
+                opts.request_id.as_deref(),
+            )
             .await?;
         let g: GenerateContentResponse = self.http.read_json(resp, clock.total_at).await?;
         from_gemini_response(g, &req.model).map_err(|e| e.with_provider(&self.http.name))
@@ -128,15 +136,27 @@ impl Provider for Gemini {
         let url = self.model_url(&req.model, "batchEmbedContents")?;
         let resp = self
             .http
-            .post_json(&url, &body, clock.total_at, TimeoutPhase::Total, opts.request_id.as_deref())
+            .post_json(
+                &url,
+                &body,
+                clock.total_at,
+                TimeoutPhase::Total,
+                opts.request_id.as_deref(),
+            )
             .await?;
         let g: BatchEmbedResponse = self.http.read_json(resp, clock.total_at).await?;
         Ok(from_gemini_embed(g, req))
     }
 
     async fn probe(&self, opts: &CallOptions) -> Result<()> {
-        let until = earliest(opts.deadline, Some(tokio::time::Instant::now() + self.http.timeouts.first_token()));
-        let resp = self.http.get(&self.http.url("/models"), until, opts.request_id.as_deref()).await?;
+        let until = earliest(
+            opts.deadline,
+            Some(tokio::time::Instant::now() + self.http.timeouts.first_token()),
+        );
+        let resp = self
+            .http
+            .get(&self.http.url("/models"), until, opts.request_id.as_deref())
+            .await?;
         let _: serde_json::Value = self.http.read_json(resp, until).await?;
         Ok(())
     }

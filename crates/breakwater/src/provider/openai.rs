@@ -167,8 +167,14 @@ impl Provider for OpenAi {
     }
 
     async fn probe(&self, opts: &CallOptions) -> Result<()> {
-        let until = earliest(opts.deadline, Some(tokio::time::Instant::now() + self.http.timeouts.first_token()));
-        let resp = self.http.get(&self.http.url("/models"), until, opts.request_id.as_deref()).await?;
+        let until = earliest(
+            opts.deadline,
+            Some(tokio::time::Instant::now() + self.http.timeouts.first_token()),
+        );
+        let resp = self
+            .http
+            .get(&self.http.url("/models"), until, opts.request_id.as_deref())
+            .await?;
         let _: serde_json::Value = self.http.read_json(resp, until).await?;
         Ok(())
     }

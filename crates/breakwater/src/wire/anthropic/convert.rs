@@ -24,7 +24,11 @@ pub fn json_instruction(format: &ResponseFormat) -> Option<String> {
         ResponseFormat::JsonSchema { json_schema } => Some(format!(
             "Respond with a single JSON value that conforms to this JSON Schema, and nothing else (no prose, no code fences).\nSchema ({}): {}",
             json_schema.name,
-            json_schema.schema.as_ref().map(Value::to_string).unwrap_or_else(|| "{}".into())
+            json_schema
+                .schema
+                .as_ref()
+                .map(Value::to_string)
+                .unwrap_or_else(|| "{}".into())
         )),
     }
 }
@@ -51,7 +55,11 @@ fn image_block(url: &str) -> Block {
 
 fn content_blocks(content: &Content, param: &str) -> Result<Vec<Block>> {
     match content {
-        Content::Text(t) => Ok(if t.is_empty() { vec![] } else { vec![Block::text(t.clone())] }),
+        Content::Text(t) => Ok(if t.is_empty() {
+            vec![]
+        } else {
+            vec![Block::text(t.clone())]
+        }),
         Content::Parts(parts) => parts
             .iter()
             .enumerate()
@@ -60,7 +68,10 @@ fn content_blocks(content: &Content, param: &str) -> Result<Vec<Block>> {
                 "text" => Ok(Block::text(p.text.clone().unwrap_or_default())),
                 "image_url" => match &p.image_url {
                     Some(img) => Ok(image_block(&img.url)),
-                    None => Err(Error::invalid_param(format!("{param}[{j}].image_url"), "image_url part without a url")),
+                    None => Err(Error::invalid_param(
+                        format!("{param}[{j}].image_url"),
+                        "image_url part without a url",
+                    )),
                 },
                 other => Err(Error::invalid_param(
                     format!("{param}[{j}].type"),
@@ -99,7 +110,10 @@ fn push_turn(out: &mut Vec<AnthropicMessage>, role: &str, blocks: Vec<Block>) {
 /// for by instruction (Anthropic does not enforce schemas itself).
 pub fn to_anthropic_request(req: &ChatRequest) -> Result<MessagesRequest> {
     if req.n.unwrap_or(1) > 1 {
-        return Err(Error::invalid_param("n", "Anthropic models return one choice; n must be 1"));
+        return Err(Error::invalid_param(
+            "n",
+            "Anthropic models return one choice; n must be 1",
+        ));
     }
     let mut system: Vec<String> = Vec::new();
     let mut messages: Vec<AnthropicMessage> = Vec::new();
@@ -141,7 +155,10 @@ pub fn to_anthropic_request(req: &ChatRequest) -> Result<MessagesRequest> {
             }
             Role::Tool | Role::Function => {
                 let id = m.tool_call_id.clone().or_else(|| m.name.clone()).ok_or_else(|| {
-                    Error::invalid_param(format!("messages[{i}].tool_call_id"), "a tool message needs tool_call_id")
+                    Error::invalid_param(
+                        format!("messages[{i}].tool_call_id"),
+                        "a tool message needs tool_call_id",
+                    )
                 })?;
                 let block = Block {
                     kind: "tool_result".into(),
@@ -174,7 +191,10 @@ pub fn to_anthropic_request(req: &ChatRequest) -> Result<MessagesRequest> {
         Some(ToolChoice::None) => Some(json!({"type": "none"})),
         Some(ToolChoice::Function(name)) => Some(json!({"type": "tool", "name": name})),
         Some(ToolChoice::Other(v)) => {
-            return Err(Error::invalid_param("tool_choice", format!("unsupported tool_choice {v}")));
+            return Err(Error::invalid_param(
+                "tool_choice",
+                format!("unsupported tool_choice {v}"),
+            ));
         }
     };
     if req.parallel_tool_calls == Some(false) && tools.is_some() {
@@ -290,7 +310,9 @@ pub fn from_anthropic_response(resp: MessagesResponse) -> ChatResponse {
         message.tool_calls = Some(calls);
     }
     if !thinking.is_empty() {
-        message.extra.insert("reasoning_content".into(), Value::String(thinking));
+        message
+            .extra
+            .insert("reasoning_content".into(), Value::String(thinking));
     }
     ChatResponse {
         id: resp.id,
@@ -330,7 +352,12 @@ fn blocks_to_parts(blocks: Vec<Block>, param: &str) -> Result<Vec<ContentPart>> 
                         src.get("data").and_then(Value::as_str).unwrap_or("")
                     ),
                     Some("url") => src.get("url").and_then(Value::as_str).unwrap_or("").to_string(),
-                    _ => return Err(Error::invalid_param(format!("{param}[{j}].source"), "unsupported image source")),
+                    _ => {
+                        return Err(Error::invalid_param(
+                            format!("{param}[{j}].source"),
+                            "unsupported image source",
+                        ));
+                    }
                 };
                 Ok(ContentPart {
                     kind: "image_url".into(),
@@ -450,7 +477,12 @@ pub fn from_anthropic_request(req: MessagesRequest) -> Result<ChatRequest> {
                 Some("any") => ToolChoice::Required,
                 Some("none") => ToolChoice::None,
                 Some("tool") => ToolChoice::Function(tc.get("name").and_then(Value::as_str).unwrap_or("").to_string()),
-                _ => return Err(Error::invalid_param("tool_choice.type", "must be auto, any, tool or none")),
+                _ => {
+                    return Err(Error::invalid_param(
+                        "tool_choice.type",
+                        "must be auto, any, tool or none",
+                    ));
+                }
             })
         }
     };
@@ -551,7 +583,11 @@ mod tests {
     fn tool_req() -> ChatRequest {
         let mut asst = Message::assistant("");
         asst.content = None;
-        asst.tool_calls = Some(vec![ToolCall::function("toolu_1", "get_weather", r#"{"city":"Paris"}"#)]);
+        asst.tool_calls = Some(vec![ToolCall::function(
+            "toolu_1",
+            "get_weather",
+            r#"{"city":"Paris"}"#,
+        )]);
         ChatRequest {
             model: "claude-x".into(),
             messages: vec![
@@ -583,11 +619,17 @@ mod tests {
         assert_eq!(v["max_tokens"], 100);
         assert_eq!(v["temperature"], 1.0);
         assert_eq!(v["stop_sequences"], json!(["END"]));
-        assert_eq!(v["tool_choice"], json!({"type": "tool", "name": "get_weather", "disable_parallel_tool_use": true}));
+        assert_eq!(
+            v["tool_choice"],
+            json!({"type": "tool", "name": "get_weather", "disable_parallel_tool_use": true})
+        );
         assert_eq!(v["tools"][0]["input_schema"]["required"], json!(["city"]));
         let msgs = v["messages"].as_array().unwrap();
         assert_eq!(msgs.len(), 3, "tool result and next user turn merge: {msgs:?}");
-        assert_eq!(msgs[1]["content"][0], json!({"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}));
+        assert_eq!(
+            msgs[1]["content"][0],
+            json!({"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}})
+        );
         assert_eq!(msgs[2]["role"], "user");
         assert_eq!(msgs[2]["content"][0]["type"], "tool_result");
         assert_eq!(msgs[2]["content"][0]["tool_use_id"], "toolu_1");
@@ -598,7 +640,10 @@ mod tests {
     fn request_round_trip_keeps_meaning() {
         let back = from_anthropic_request(to_anthropic_request(&tool_req()).unwrap()).unwrap();
         assert_eq!(back.messages[0], Message::system("be brief"));
-        assert_eq!(back.messages[2].tool_calls.as_ref().unwrap()[0].function.name, "get_weather");
+        assert_eq!(
+            back.messages[2].tool_calls.as_ref().unwrap()[0].function.name,
+            "get_weather"
+        );
         assert_eq!(back.messages[3].tool_call_id.as_deref(), Some("toolu_1"));
         assert_eq!(back.messages[4].text(), "thanks");
         assert_eq!(back.tool_choice, Some(ToolChoice::Function("get_weather".into())));
@@ -626,7 +671,10 @@ mod tests {
             ..Default::default()
         };
         let v = serde_json::to_value(to_anthropic_request(&req).unwrap()).unwrap();
-        assert_eq!(v["messages"][0]["content"][1]["source"], json!({"type": "base64", "media_type": "image/png", "data": "AAAA"}));
+        assert_eq!(
+            v["messages"][0]["content"][1]["source"],
+            json!({"type": "base64", "media_type": "image/png", "data": "AAAA"})
+        );
         let back = from_anthropic_request(serde_json::from_value(v).unwrap()).unwrap();
         assert_eq!(back.messages[0], m);
 
@@ -664,9 +712,15 @@ mod tests {
         let r = from_anthropic_response(serde_json::from_str(body).unwrap());
         assert_eq!(r.text(), "I'll check.");
         assert_eq!(r.finish_reason(), Some(&FinishReason::ToolCalls));
-        assert_eq!(r.tool_calls()[0].function.arguments, r#"{"location":"San Francisco, CA"}"#);
+        assert_eq!(
+            r.tool_calls()[0].function.arguments,
+            r#"{"location":"San Francisco, CA"}"#
+        );
         let u = r.usage.clone().unwrap();
-        assert_eq!((u.prompt_tokens, u.completion_tokens, u.total_tokens), (2100, 503, 2603));
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.total_tokens),
+            (2100, 503, 2603)
+        );
         let back = to_anthropic_response(&r);
         assert_eq!(back.stop_reason.as_deref(), Some("tool_use"));
         assert_eq!(back.content.len(), 2);

@@ -1,6 +1,8 @@
 //! Streams, canonical chunks ⇄ Anthropic events.
 
-use super::convert::{anthropic_id, finish_from_stop_reason, stop_reason_from_finish, usage_from_anthropic, usage_to_anthropic};
+use super::convert::{
+    anthropic_id, finish_from_stop_reason, stop_reason_from_finish, usage_from_anthropic, usage_to_anthropic,
+};
 use super::types::*;
 use crate::error::{Error, Result, classify_stream_error};
 use crate::types::*;
@@ -128,8 +130,10 @@ impl StreamDecoder {
                 }
                 "thinking_delta" => {
                     let mut d = Delta::default();
-                    d.extra
-                        .insert("reasoning_content".into(), Value::String(delta.thinking.unwrap_or_default()));
+                    d.extra.insert(
+                        "reasoning_content".into(),
+                        Value::String(delta.thinking.unwrap_or_default()),
+                    );
                     out.push(self.delta_chunk(d, None));
                 }
                 _ => {}
@@ -249,7 +253,11 @@ impl StreamEncoder {
         }
         if !self.started {
             self.started = true;
-            let model = if chunk.model.is_empty() { self.model.clone() } else { chunk.model.clone() };
+            let model = if chunk.model.is_empty() {
+                self.model.clone()
+            } else {
+                chunk.model.clone()
+            };
             out.push(StreamEvent::MessageStart {
                 message: MessagesResponse {
                     id: anthropic_id(&chunk.id),
@@ -294,10 +302,18 @@ impl StreamEncoder {
                     let name = d.function.as_ref().and_then(|f| f.name.clone()).unwrap_or_default();
                     let block = Block::tool_use(d.id.clone().unwrap_or_default(), name, json!({}));
                     let i = self.open_block(block, &mut out);
-                    self.open = OpenBlock::Tool { block: i, tool: d.index };
+                    self.open = OpenBlock::Tool {
+                        block: i,
+                        tool: d.index,
+                    };
                     i
                 };
-                if let Some(args) = d.function.as_ref().and_then(|f| f.arguments.as_deref()).filter(|a| !a.is_empty()) {
+                if let Some(args) = d
+                    .function
+                    .as_ref()
+                    .and_then(|f| f.arguments.as_deref())
+                    .filter(|a| !a.is_empty())
+                {
                     out.push(StreamEvent::ContentBlockDelta {
                         index: idx,
                         delta: BlockDelta {
@@ -388,7 +404,10 @@ mod tests {
         assert_eq!(r.text(), "Okay, let's check");
         assert_eq!(r.finish_reason(), Some(&FinishReason::ToolCalls));
         assert_eq!(r.tool_calls()[0].id, "toolu_01T1x1fJ34qAmk2tNTrN7Up6");
-        assert_eq!(r.tool_calls()[0].function.arguments, r#"{"location": "San Francisco, CA"}"#);
+        assert_eq!(
+            r.tool_calls()[0].function.arguments,
+            r#"{"location": "San Francisco, CA"}"#
+        );
         let u = r.usage.unwrap();
         assert_eq!((u.prompt_tokens, u.completion_tokens), (472, 89));
     }
@@ -403,7 +422,9 @@ mod tests {
         assert_eq!(e.kind, ErrorKind::Overloaded);
         assert_eq!(d.push("{nope").unwrap_err().kind, ErrorKind::UpstreamUnparseable);
         assert_eq!(
-            d.push(r#"{"type":"content_block_delta","index":"x"}"#).unwrap_err().kind,
+            d.push(r#"{"type":"content_block_delta","index":"x"}"#)
+                .unwrap_err()
+                .kind,
             ErrorKind::UpstreamUnparseable
         );
     }

@@ -288,8 +288,14 @@ impl StreamEvent {
                 let v: Value = serde_json::from_str(data)?;
                 match v.get("type").and_then(Value::as_str) {
                     Some(
-                        t @ ("message_start" | "content_block_start" | "content_block_delta" | "content_block_stop"
-                        | "message_delta" | "message_stop" | "ping" | "error"),
+                        t @ ("message_start"
+                        | "content_block_start"
+                        | "content_block_delta"
+                        | "content_block_stop"
+                        | "message_delta"
+                        | "message_stop"
+                        | "ping"
+                        | "error"),
                     ) => {
                         let _ = t;
                         Err(err)

@@ -32,17 +32,19 @@ fn media_part(url: &str) -> Part {
 
 fn parts_of(content: &Content, param: &str) -> Result<Vec<Part>> {
     match content {
-        Content::Text(t) => Ok(if t.is_empty() { vec![] } else { vec![Part::text(t.clone())] }),
+        Content::Text(t) => Ok(if t.is_empty() {
+            vec![]
+        } else {
+            vec![Part::text(t.clone())]
+        }),
         Content::Parts(parts) => parts
             .iter()
             .enumerate()
             .map(|(j, p)| match p.kind.as_str() {
                 "text" => Ok(Part::text(p.text.clone().unwrap_or_default())),
-                "image_url" => p
-                    .image_url
-                    .as_ref()
-                    .map(|i| media_part(&i.url))
-                    .ok_or_else(|| Error::invalid_param(format!("{param}[{j}].image_url"), "image_url part without a url")),
+                "image_url" => p.image_url.as_ref().map(|i| media_part(&i.url)).ok_or_else(|| {
+                    Error::invalid_param(format!("{param}[{j}].image_url"), "image_url part without a url")
+                }),
                 other => Err(Error::invalid_param(
                     format!("{param}[{j}].type"),
                     format!("content parts of type `{other}` cannot be sent to a Gemini model"),
@@ -169,7 +171,10 @@ pub fn to_gemini_request(req: &ChatRequest) -> Result<GenerateContentRequest> {
             gc.response_mime_type = Some("application/json".into());
             match &json_schema.schema {
                 Some(s) => gc.response_json_schema = Some(s.clone()),
-                None => system.push(Part::text(json_instruction(req.response_format.as_ref().unwrap_or(&ResponseFormat::JsonObject)).unwrap_or_default())),
+                None => system.push(Part::text(
+                    json_instruction(req.response_format.as_ref().unwrap_or(&ResponseFormat::JsonObject))
+                        .unwrap_or_default(),
+                )),
             }
         }
         Some(ResponseFormat::JsonObject) => gc.response_mime_type = Some("application/json".into()),
@@ -200,7 +205,10 @@ pub fn to_gemini_request(req: &ChatRequest) -> Result<GenerateContentRequest> {
             Some(json!({"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [n]}}))
         }
         Some(ToolChoice::Other(v)) => {
-            return Err(Error::invalid_param("tool_choice", format!("unsupported tool_choice {v}")));
+            return Err(Error::invalid_param(
+                "tool_choice",
+                format!("unsupported tool_choice {v}"),
+            ));
         }
     };
     let mut extra = Extra::new();
@@ -211,7 +219,10 @@ pub fn to_gemini_request(req: &ChatRequest) -> Result<GenerateContentRequest> {
     }
     Ok(GenerateContentRequest {
         contents,
-        system_instruction: (!system.is_empty()).then_some(GeminiContent { role: None, parts: system }),
+        system_instruction: (!system.is_empty()).then_some(GeminiContent {
+            role: None,
+            parts: system,
+        }),
         generation_config: Some(gc),
         tools,
         tool_config,
@@ -289,7 +300,10 @@ pub(crate) fn split_parts(parts: &[Part], first_call: usize) -> (String, String,
             }
         }
         if let Some(fc) = &p.function_call {
-            let id = fc.id.clone().unwrap_or_else(|| format!("call_{}", first_call + calls.len()));
+            let id = fc
+                .id
+                .clone()
+                .unwrap_or_else(|| format!("call_{}", first_call + calls.len()));
             calls.push(ToolCall::function(id, fc.name.clone(), fc.args.to_string()));
         }
     }
@@ -317,7 +331,9 @@ pub fn from_gemini_response(resp: GenerateContentResponse, model: &str) -> Resul
                 message.tool_calls = Some(calls);
             }
             if !thinking.is_empty() {
-                message.extra.insert("reasoning_content".into(), Value::String(thinking));
+                message
+                    .extra
+                    .insert("reasoning_content".into(), Value::String(thinking));
             }
             Choice {
                 index: c.index.unwrap_or(i as u32),
@@ -334,7 +350,10 @@ pub fn from_gemini_response(resp: GenerateContentResponse, model: &str) -> Resul
         })
         .collect();
     Ok(ChatResponse {
-        id: resp.response_id.clone().unwrap_or_else(|| format!("gemini-{}", unix_now())),
+        id: resp
+            .response_id
+            .clone()
+            .unwrap_or_else(|| format!("gemini-{}", unix_now())),
         object: "chat.completion".into(),
         created: unix_now(),
         model: resp.model_version.clone().unwrap_or_else(|| model.to_string()),
@@ -353,7 +372,9 @@ fn content_from_parts(parts: Vec<Part>) -> Option<Content> {
         } else if let Some(d) = p.inline_data {
             let url = format!(
                 "data:{};base64,{}",
-                d.get("mimeType").and_then(Value::as_str).unwrap_or("application/octet-stream"),
+                d.get("mimeType")
+                    .and_then(Value::as_str)
+                    .unwrap_or("application/octet-stream"),
                 d.get("data").and_then(Value::as_str).unwrap_or("")
             );
             out.push(ContentPart {
@@ -436,14 +457,16 @@ pub fn from_gemini_request(model: &str, req: GenerateContentRequest) -> Result<C
     }
     let gc = req.generation_config.unwrap_or_default();
     let response_format = match (&gc.response_mime_type, &gc.response_json_schema, &gc.response_schema) {
-        (Some(m), Some(s), _) | (Some(m), None, Some(s)) if m == "application/json" => Some(ResponseFormat::JsonSchema {
-            json_schema: JsonSchemaFormat {
-                name: "response".into(),
-                description: None,
-                schema: Some(s.clone()),
-                strict: None,
-            },
-        }),
+        (Some(m), Some(s), _) | (Some(m), None, Some(s)) if m == "application/json" => {
+            Some(ResponseFormat::JsonSchema {
+                json_schema: JsonSchemaFormat {
+                    name: "response".into(),
+                    description: None,
+                    schema: Some(s.clone()),
+                    strict: None,
+                },
+            })
+        }
         (Some(m), None, None) if m == "application/json" => Some(ResponseFormat::JsonObject),
         _ => None,
     };
@@ -467,7 +490,11 @@ pub fn from_gemini_request(model: &str, req: GenerateContentRequest) -> Result<C
         let fcc = tc.get("functionCallingConfig")?;
         Some(match fcc.get("mode").and_then(Value::as_str)? {
             "NONE" => ToolChoice::None,
-            "ANY" => match fcc.get("allowedFunctionNames").and_then(Value::as_array).map(Vec::as_slice) {
+            "ANY" => match fcc
+                .get("allowedFunctionNames")
+                .and_then(Value::as_array)
+                .map(Vec::as_slice)
+            {
                 Some([one]) => ToolChoice::Function(one.as_str().unwrap_or("").to_string()),
                 _ => ToolChoice::Required,
             },
@@ -637,7 +664,11 @@ mod tests {
             ],
             temperature: Some(0.2),
             max_completion_tokens: Some(64),
-            tools: Some(vec![Tool::function("get_weather", "Weather", json!({"type": "object"}))]),
+            tools: Some(vec![Tool::function(
+                "get_weather",
+                "Weather",
+                json!({"type": "object"}),
+            )]),
             tool_choice: Some(ToolChoice::Required),
             response_format: Some(ResponseFormat::JsonSchema {
                 json_schema: JsonSchemaFormat {
@@ -657,18 +688,30 @@ mod tests {
         let v = serde_json::to_value(&g).unwrap();
         assert_eq!(v["systemInstruction"]["parts"][0]["text"], "be brief");
         assert_eq!(v["contents"][1]["role"], "model");
-        assert_eq!(v["contents"][1]["parts"][0]["functionCall"]["args"], json!({"city": "Oslo"}));
+        assert_eq!(
+            v["contents"][1]["parts"][0]["functionCall"]["args"],
+            json!({"city": "Oslo"})
+        );
         assert_eq!(v["contents"][2]["parts"][0]["functionResponse"]["name"], "get_weather");
-        assert_eq!(v["contents"][2]["parts"][0]["functionResponse"]["response"], json!({"temp": 3}));
+        assert_eq!(
+            v["contents"][2]["parts"][0]["functionResponse"]["response"],
+            json!({"temp": 3})
+        );
         assert_eq!(v["generationConfig"]["maxOutputTokens"], 64);
         assert_eq!(v["generationConfig"]["responseMimeType"], "application/json");
         assert_eq!(v["toolConfig"]["functionCallingConfig"]["mode"], "ANY");
-        assert_eq!(v["tools"][0]["functionDeclarations"][0]["parametersJsonSchema"], json!({"type": "object"}));
+        assert_eq!(
+            v["tools"][0]["functionDeclarations"][0]["parametersJsonSchema"],
+            json!({"type": "object"})
+        );
         let back = from_gemini_request("gemini-2.5-flash", g).unwrap();
         assert_eq!(back.messages.len(), 4);
         assert_eq!(back.messages[3].tool_call_id.as_deref(), Some("call_9"));
         assert_eq!(back.tool_choice, Some(ToolChoice::Required));
-        assert_eq!(back.response_format.as_ref().and_then(|r| r.schema()), Some(&json!({"type": "object"})));
+        assert_eq!(
+            back.response_format.as_ref().and_then(|r| r.schema()),
+            Some(&json!({"type": "object"}))
+        );
     }
 
     #[test]
@@ -678,7 +721,10 @@ mod tests {
             messages: vec![Message::tool("nope", "x")],
             ..Default::default()
         };
-        assert_eq!(to_gemini_request(&req).unwrap_err().param.as_deref(), Some("messages[0].tool_call_id"));
+        assert_eq!(
+            to_gemini_request(&req).unwrap_err().param.as_deref(),
+            Some("messages[0].tool_call_id")
+        );
     }
 
     #[test]
@@ -690,7 +736,14 @@ mod tests {
         assert_eq!(r.tool_calls()[0].id, "call_0");
         assert_eq!(r.usage.as_ref().unwrap().total_tokens, 37);
         let back = to_gemini_response(&r);
-        assert_eq!(back.candidates[0].content.as_ref().unwrap().parts[0].function_call.as_ref().unwrap().name, "get_weather");
+        assert_eq!(
+            back.candidates[0].content.as_ref().unwrap().parts[0]
+                .function_call
+                .as_ref()
+                .unwrap()
+                .name,
+            "get_weather"
+        );
         let blocked = r#"{"promptFeedback":{"blockReason":"SAFETY"}}"#;
         let e = from_gemini_response(serde_json::from_str(blocked).unwrap(), "x").unwrap_err();
         assert_eq!(e.kind, ErrorKind::ContentFiltered);

@@ -3,7 +3,9 @@
 //! A Gemini stream is a sequence of partial `GenerateContentResponse`s with no
 //! end marker: it is complete when a candidate reported a finish reason.
 
-use super::convert::{blocked_prompt, finish_from_gemini, gemini_finish, split_parts, usage_from_gemini, usage_to_gemini};
+use super::convert::{
+    blocked_prompt, finish_from_gemini, gemini_finish, split_parts, usage_from_gemini, usage_to_gemini,
+};
 use super::types::*;
 use crate::error::{Error, Result, TransportCause};
 use crate::types::*;
@@ -41,12 +43,17 @@ impl StreamDecoder {
             return Err(e);
         }
         if let Some(err) = resp.extra.get("error") {
-            return Err(crate::error::classify_stream_error(json!({"error": err}).to_string().as_bytes()));
+            return Err(crate::error::classify_stream_error(
+                json!({"error": err}).to_string().as_bytes(),
+            ));
         }
         let mut out = Vec::new();
         if !self.started {
             self.started = true;
-            self.id = resp.response_id.clone().unwrap_or_else(|| format!("gemini-{}", unix_now()));
+            self.id = resp
+                .response_id
+                .clone()
+                .unwrap_or_else(|| format!("gemini-{}", unix_now()));
             if let Some(m) = &resp.model_version {
                 self.model.clone_from(m);
             }
@@ -95,7 +102,10 @@ impl StreamDecoder {
                         .collect(),
                 );
             }
-            let finish = cand.finish_reason.as_deref().map(|f| finish_from_gemini(f, self.calls > 0));
+            let finish = cand
+                .finish_reason
+                .as_deref()
+                .map(|f| finish_from_gemini(f, self.calls > 0));
             if finish.is_some() {
                 self.finished = true;
             }
