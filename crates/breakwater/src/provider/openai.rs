@@ -3,7 +3,7 @@
 
 use super::http::{HttpSettings, HttpUpstream};
 use super::{CallOptions, Capabilities, ChatStream, Provider, ProviderKind};
-use crate::error::{Error, Result, TimeoutPhase, TransportCause, classify_stream_error};
+use crate::error::{Error, ErrorKind, Result, TimeoutPhase, TransportCause, classify_stream_error};
 use crate::policy::timeout::{earliest, guard_stream};
 use crate::types::{ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, StreamOptions};
 use async_trait::async_trait;
@@ -98,7 +98,13 @@ impl Provider for OpenAi {
                 opts.request_id.as_deref(),
             )
             .await?;
-        self.http.read_json(resp, clock.total_at).await
+        let r: ChatResponse = self.http.read_json(resp, clock.total_at).await?;
+        if r.choices.is_empty() {
+            return Err(
+                Error::new(ErrorKind::UpstreamUnparseable, "the answer has no choices").with_provider(&self.http.name)
+            );
+        }
+        Ok(r)
     }
 
     async fn chat_stream(&self, req: &ChatRequest, opts: &CallOptions) -> Result<ChatStream> {
@@ -183,7 +189,6 @@ impl Provider for OpenAi {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ErrorKind;
 
     #[test]
     fn stream_events() {

@@ -315,6 +315,12 @@ pub fn from_gemini_response(resp: GenerateContentResponse, model: &str) -> Resul
     if let Some(e) = blocked_prompt(&resp) {
         return Err(e);
     }
+    if resp.candidates.is_empty() {
+        return Err(Error::new(
+            ErrorKind::UpstreamUnparseable,
+            "the Gemini answer has no candidates",
+        ));
+    }
     let choices = resp
         .candidates
         .iter()
