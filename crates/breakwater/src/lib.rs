@@ -13,6 +13,20 @@
 //!   Anthropic and Gemini wire formats, both directions;
 //! - [`policy`]: timeouts and deadlines (and the other resilience policies);
 //! - [`simulator`]: a deterministic fake LLM with fault injection.
+//!
+//! ```
+//! use breakwater::provider::{CallOptions, Provider};
+//! use breakwater::simulator::{Simulator, SimulatorConfig};
+//! use breakwater::types::ChatRequest;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> breakwater::Result<()> {
+//! // Any provider works the same way; the simulator needs no key.
+//! let sim = Simulator::new("sim", SimulatorConfig::instant());
+//! let reply = sim.chat(&ChatRequest::user("sim-1", "Hello"), &CallOptions::default()).await?;
+//! assert!(!reply.text().is_empty());
+//! # Ok(()) }
+//! ```
 
 #![warn(missing_docs)]
 
