@@ -7,6 +7,9 @@ mod headers;
 
 pub use classify::{classify_http, classify_stream_error, classify_transport};
 pub use headers::{RateLimitHeaders, parse_duration_text, parse_retry_after};
+/// Header map type used by the classification functions (re-exported so
+/// callers need not depend on `http` themselves).
+pub use http::HeaderMap;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
