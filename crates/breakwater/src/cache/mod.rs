@@ -17,21 +17,25 @@
 //! failed, fall back to a stale entry.
 //!
 //! ```
-//! use breakwater::cache::{CacheConfig, CacheControl, CacheOutcome, CachePlan, ExactCache, ModelCacheConfig};
+//! use breakwater::cache::{CacheControl, CacheOutcome, CachePlan, ExactCache, ModelCacheConfig};
 //! use breakwater::coalesce::Coalescer;
 //! use breakwater::types::{ChatRequest, ChatResponse};
+//! use std::future::Future;
 //! use std::sync::Arc;
 //!
-//! async fn answer(
+//! async fn answer<F, Fut>(
 //!     cache: &ExactCache,
 //!     flights: &Coalescer<Arc<ChatResponse>>,
-//!     tenant: &str,
-//!     alias: &str,
+//!     (tenant, alias): (&str, &str),
 //!     model_cfg: ModelCacheConfig,
 //!     req: ChatRequest,
 //!     control: CacheControl,
-//!     origin: impl AsyncFnOnce(ChatRequest) -> breakwater::Result<ChatResponse> + Send + 'static,
-//! ) -> breakwater::Result<(Arc<ChatResponse>, CacheOutcome)> {
+//!     origin: F,
+//! ) -> breakwater::Result<(Arc<ChatResponse>, CacheOutcome)>
+//! where
+//!     F: FnOnce(ChatRequest) -> Fut + Send + 'static,
+//!     Fut: Future<Output = breakwater::Result<ChatResponse>> + Send + 'static,
+//! {
 //!     let plan = CachePlan::decide(&req, &model_cfg, control);
 //!     if !plan.uses_cache() {
 //!         cache.counters().bypass();
@@ -39,13 +43,14 @@
 //!     }
 //!     let key = cache.key_for(tenant, alias, &req).await;
 //!     if plan.read && let Some(hit) = cache.lookup(&key).await {
-//!         return Ok((hit.response, hit.outcome));
+//!         return Ok((hit.response, hit.outcome)); // x-breakwater-cache: hit
 //!     }
 //!     let store_cache = cache.clone();
 //!     let result = flights
-//!         .run(key, async move || {
+//!         .run(key, move || async move {
 //!             let resp = Arc::new(origin(req).await?);
 //!             if plan.write {
+//!                 // Inside the flight: stored once, before the flight ends.
 //!                 let _ = store_cache.store(&key, resp.clone(), &model_cfg).await;
 //!             }
 //!             Ok(resp)
@@ -54,18 +59,19 @@
 //!     let outcome = if plan.read { CacheOutcome::Miss } else { CacheOutcome::Bypass };
 //!     match result {
 //!         Ok(resp) => Ok((resp, outcome)),
+//!         // Every route failed: an answer past its TTL beats an error.
 //!         Err(e) => match cache.lookup_stale(&key).await {
 //!             Some(stale) => Ok((stale.response, stale.outcome)),
 //!             None => Err(e),
 //!         },
 //!     }
 //! }
-//! # let _ = answer;
 //! ```
 //!
 //! For a streaming request the same order holds with
 //! [`stream::replay`] for a hit, [`ExactCache::store_stream`] around the
-//! upstream stream, and `Coalescer::run_stream` for the flight.
+//! upstream stream, and [`crate::coalesce::StreamCoalescer::run_stream`] for
+//! the flight.
 
 pub mod clock;
 pub mod control;
