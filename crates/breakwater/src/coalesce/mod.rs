@@ -181,6 +181,3 @@ impl<T: Clone + Send + Sync + 'static> Coalescer<T> {
         res
     }
 }
-
-#[cfg(test)]
-mod tests;
