@@ -139,6 +139,11 @@ enum Local {
 struct Pending {
     fp: Fingerprint,
     state: watch::Sender<Local>,
+    /// Whether this claim owns the key (memory-only, or Redis agreed).
+    /// Until then it may be a request that is about to be rejected, so a
+    /// different body waits for the verdict instead of being refused on its
+    /// account.
+    confirmed: std::sync::atomic::AtomicBool,
 }
 
 type Id = [u8; 32];
@@ -352,6 +357,7 @@ impl IdempotencyStore {
                         let p = Arc::new(Pending {
                             fp,
                             state: watch::channel(Local::Running).0,
+                            confirmed: std::sync::atomic::AtomicBool::new(false),
                         });
                         map.insert(id, p.clone());
                         (p, true)
@@ -361,10 +367,11 @@ impl IdempotencyStore {
             if leader {
                 break pending;
             }
-            if pending.fp != fp {
+            let same_body = pending.fp == fp;
+            if !same_body && pending.confirmed.load(Ordering::Acquire) {
                 return Err(self.conflict());
             }
-            if !waited {
+            if same_body && !waited {
                 waited = true;
                 bump(&self.inner.counters.waits);
             }
@@ -374,6 +381,9 @@ impl IdempotencyStore {
                 Err(_) => return Err(still_running()),
                 Ok(Ok(state)) => {
                     if let Local::Done(r) = &*state {
+                        if !same_body {
+                            return Err(self.conflict());
+                        }
                         return self.replay(r.clone());
                     }
                     // Released: the first attempt failed; try to own it.
@@ -405,8 +415,7 @@ impl IdempotencyStore {
     /// the instance that holds it.
     async fn claim_remote(&self, mut guard: IdempotencyGuard, deadline: Instant, mut waited: bool) -> Result<Begin> {
         let Some(redis) = &self.inner.redis else {
-            bump(&self.inner.counters.proceeds);
-            return Ok(Begin::Proceed(guard));
+            return Ok(self.proceed(guard));
         };
         let rkey = Self::redis_key(&guard.id);
         let mut marker = Vec::with_capacity(1 + 32 + 24);
@@ -420,10 +429,7 @@ impl IdempotencyStore {
                 .eval(acquire_script(), &[&rkey], &[&marker, lease_ms.as_bytes()])
                 .await;
             match res {
-                Ok(None) => {
-                    bump(&self.inner.counters.proceeds);
-                    return Ok(Begin::Proceed(guard));
-                }
+                Ok(None) => return Ok(self.proceed(guard)),
                 Ok(Some(v)) => match decode_remote(&v) {
                     Some(Remote::Done(fp, resp)) => {
                         if fp != guard.fp {
@@ -445,16 +451,12 @@ impl IdempotencyStore {
                         }
                     }
                     // Not ours to read (a newer format?): do not block on it.
-                    None => {
-                        bump(&self.inner.counters.proceeds);
-                        return Ok(Begin::Proceed(guard));
-                    }
+                    None => return Ok(self.proceed(guard)),
                 },
                 Err(e) => {
                     tracing::debug!(error = %e, "idempotency: redis unavailable, enforcing locally");
                     bump(&self.inner.counters.redis_errors);
-                    bump(&self.inner.counters.proceeds);
-                    return Ok(Begin::Proceed(guard));
+                    return Ok(self.proceed(guard));
                 }
             }
             let now = Instant::now();
@@ -465,6 +467,12 @@ impl IdempotencyStore {
             tokio::time::sleep(poll.min(deadline - now)).await;
             poll = (poll * 2).min(Duration::from_millis(250));
         }
+    }
+
+    fn proceed(&self, guard: IdempotencyGuard) -> Begin {
+        guard.pending.confirmed.store(true, Ordering::Release);
+        bump(&self.inner.counters.proceeds);
+        Begin::Proceed(guard)
     }
 
     async fn remember(&self, id: &Id, fp: Fingerprint, response: Arc<ChatResponse>, size: Option<usize>) {

@@ -8,7 +8,7 @@ use breakwater::coalesce::{Coalescer, StreamCoalescer};
 use breakwater::provider::ChatStream;
 use breakwater::types::{ChatChunk, ChatResponse, response_to_chunks};
 use breakwater::{Error, ErrorKind};
-use cache_support::{answer, req, response};
+use cache_support::{answer, req, response, until};
 use futures::StreamExt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,17 +16,6 @@ use tokio::sync::{Notify, mpsc};
 
 fn key(n: u8) -> CacheKey {
     CacheKey([n; 32])
-}
-
-/// Yields until `cond` holds (bounded: the tasks involved need no time).
-async fn until(mut cond: impl FnMut() -> bool) {
-    for _ in 0..10_000 {
-        if cond() {
-            return;
-        }
-        tokio::task::yield_now().await;
-    }
-    panic!("condition never held");
 }
 
 /// Sets a flag when dropped: tells whether an upstream call was cancelled.

@@ -110,3 +110,14 @@ where
         },
     }
 }
+
+/// Yields until `cond` holds: other tasks (on other worker threads too) make
+/// progress meanwhile. Bounded by a generous wall-clock limit so a bug fails
+/// the test instead of hanging it; nothing here sleeps.
+pub async fn until(mut cond: impl FnMut() -> bool) {
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !cond() {
+        assert!(std::time::Instant::now() < give_up, "condition never held");
+        tokio::task::yield_now().await;
+    }
+}
