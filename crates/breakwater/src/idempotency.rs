@@ -608,6 +608,44 @@ impl IdempotencyGuard {
     }
 }
 
+/// Records a streamed answer under an idempotency key: passes the chunks
+/// through untouched, assembles them, and completes the key when the stream
+/// ends complete (every choice finished, no error item); any other end —
+/// an error item, a cut stream, the caller dropping it — releases the key.
+/// Replays of a recorded answer are served with
+/// [`crate::types::response_to_chunks`].
+pub fn record_stream(guard: IdempotencyGuard, stream: crate::provider::ChatStream) -> crate::provider::ChatStream {
+    use futures::StreamExt;
+    let state = (stream, Some((guard, crate::types::StreamAssembler::new())));
+    futures::stream::unfold(state, |(mut stream, mut rec)| async move {
+        match stream.next().await {
+            Some(Ok(chunk)) => {
+                if let Some((_, a)) = rec.as_mut() {
+                    a.push(&chunk);
+                }
+                Some((Ok(chunk), (stream, rec)))
+            }
+            Some(Err(e)) => {
+                if let Some((guard, _)) = rec.take() {
+                    guard.release().await;
+                }
+                Some((Err(e), (stream, rec)))
+            }
+            None => {
+                if let Some((guard, a)) = rec.take() {
+                    if a.is_complete() {
+                        guard.complete(Arc::new(a.finish())).await;
+                    } else {
+                        guard.release().await;
+                    }
+                }
+                None
+            }
+        }
+    })
+    .boxed()
+}
+
 impl Drop for IdempotencyGuard {
     fn drop(&mut self) {
         if self.finished {

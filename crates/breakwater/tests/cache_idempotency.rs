@@ -211,3 +211,29 @@ async fn redis_down_enforces_keys_locally() {
     assert!(replayed, "the local record still replays");
     assert!(a.stats().redis_errors > 0);
 }
+
+#[tokio::test]
+async fn streamed_answers_are_recorded_when_complete() {
+    use breakwater::idempotency::record_stream;
+    use breakwater::types::response_to_chunks;
+    use futures::StreamExt;
+    let s = memory();
+    let chunks = response_to_chunks(&response("streamed"), 3, false);
+    // A cut stream releases the key.
+    let Begin::Proceed(g) = s.begin("t", "st", fp("a"), None).await.unwrap() else {
+        panic!("fresh key")
+    };
+    let cut = futures::stream::iter(chunks[..2].to_vec().into_iter().map(Ok)).boxed();
+    let _: Vec<_> = record_stream(g, cut).collect().await;
+    // A complete one records it.
+    let Begin::Proceed(g) = s.begin("t", "st", fp("a"), None).await.unwrap() else {
+        panic!("the cut stream released the key")
+    };
+    let full = futures::stream::iter(chunks.clone().into_iter().map(Ok)).boxed();
+    let got: Vec<_> = record_stream(g, full).map(|c| c.unwrap()).collect().await;
+    assert_eq!(got, chunks);
+    match s.begin("t", "st", fp("a"), None).await.unwrap() {
+        Begin::Replay(r) => assert_eq!(r.text(), "streamed"),
+        Begin::Proceed(_) => panic!("should replay"),
+    }
+}

@@ -323,7 +323,8 @@ mod tests {
     #[test]
     fn fields_that_matter_change_the_fingerprint() {
         let b = fp(&base());
-        let changes: Vec<Box<dyn Fn(&mut ChatRequest)>> = vec![
+        type Change = Box<dyn Fn(&mut ChatRequest)>;
+        let changes: Vec<Change> = vec![
             Box::new(|r| r.temperature = Some(0.7)),
             Box::new(|r| r.top_p = Some(0.9)),
             Box::new(|r| r.seed = Some(1)),

@@ -158,6 +158,10 @@ impl<S> Drop for Membership<S> {
     }
 }
 
+/// What a finished call's guard does for its waiters if the call did not
+/// publish a result itself.
+pub(crate) type LastWord<S> = Box<dyn FnOnce(&S) + Send>;
+
 /// Runs in the spawned call: removes the flight from the table when the call
 /// ends however it ends (completion, panic, abort), then `on_drop` publishes
 /// a last word for waiters if the call did not.
@@ -165,7 +169,7 @@ pub(crate) struct FinishGuard<S> {
     pub(crate) flights: Arc<Flights<S>>,
     pub(crate) key: CacheKey,
     pub(crate) flight: Arc<Flight<S>>,
-    pub(crate) on_drop: Option<Box<dyn FnOnce(&S) + Send>>,
+    pub(crate) on_drop: Option<LastWord<S>>,
 }
 
 impl<S> FinishGuard<S> {

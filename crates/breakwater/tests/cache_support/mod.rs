@@ -62,6 +62,9 @@ impl Origin {
 }
 
 /// The composition a client performs for a complete answer.
+// Every argument is one input the client has at hand; bundling them would
+// only hide what the composition needs.
+#[allow(clippy::too_many_arguments)]
 pub async fn answer<F, Fut>(
     cache: &ExactCache,
     flights: &Coalescer<Arc<ChatResponse>>,
