@@ -168,7 +168,7 @@ async fn two_instances_share_keys_through_redis() {
     // ...and a different body there is rejected while it runs.
     let e = b.begin("t", "order-1", fp("b"), None).await.unwrap_err();
     assert_eq!(e.code.as_deref(), Some("idempotency_key_reused"));
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    until(|| b.stats().waits >= 1).await;
     guard.complete(Arc::new(response("done on a"))).await;
     let (resp, replayed) = waiter.await.unwrap().unwrap();
     assert!(replayed);

@@ -134,6 +134,17 @@ impl Canon {
         }
     }
 
+    /// An optional sampling parameter (temperature, top_p, penalties),
+    /// quantised to 1e-6: no provider resolves them finer, and it keeps the
+    /// key stable when a float is printed and parsed again (serde_json's
+    /// default parser may land one ulp away).
+    pub(crate) fn opt_param(&mut self, x: Option<f64>) {
+        match x {
+            Some(x) if x.is_finite() && x.abs() < 1e12 => self.i64((x * 1e6).round() as i64),
+            other => self.opt_f64(other),
+        }
+    }
+
     /// An optional boolean.
     pub(crate) fn opt_bool(&mut self, b: Option<bool>) {
         self.tag(match b {

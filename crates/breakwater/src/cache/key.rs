@@ -16,10 +16,11 @@
 //! tool calls, tool call id, refusal, unknown message fields); tools (order
 //! kept: it is part of the prompt), tool choice, parallel tool calls,
 //! response format (`text` counts as absent, its default), temperature,
-//! top_p, seed, the effective token cap (`max_completion_tokens`, else
-//! `max_tokens`), stop sequences (one string = a one-element list; order
-//! ignored), `n` (absent = 1), presence and frequency penalties, and every
-//! unknown top-level field (`logit_bias`, `logprobs`, `reasoning_effort`, …)
+//! top_p, presence and frequency penalties (quantised to 1e-6), seed, the
+//! effective token cap (`max_completion_tokens`, else `max_tokens`), stop
+//! sequences (one string = a one-element list; order ignored), `n` (absent
+//! = 1), and every unknown top-level field (`logit_bias`, `logprobs`,
+//! `reasoning_effort`, …)
 //! except [`IGNORED_EXTRA_FIELDS`].
 //!
 //! Not hashed: `stream`, `stream_options` (stream and non-stream requests
@@ -105,9 +106,9 @@ impl Fingerprint {
             }
         }
         c.field(7);
-        c.opt_f64(req.temperature);
+        c.opt_param(req.temperature);
         c.field(8);
-        c.opt_f64(req.top_p);
+        c.opt_param(req.top_p);
         c.field(9);
         match req.seed {
             Some(s) => c.i64(s),
@@ -138,9 +139,9 @@ impl Fingerprint {
         c.field(12);
         c.u64(u64::from(req.n.unwrap_or(1)));
         c.field(13);
-        c.opt_f64(req.presence_penalty);
+        c.opt_param(req.presence_penalty);
         c.field(14);
-        c.opt_f64(req.frequency_penalty);
+        c.opt_param(req.frequency_penalty);
         c.field(15);
         c.object(&req.extra, |k| !IGNORED_EXTRA_FIELDS.contains(&k));
         Fingerprint(c.finish())
@@ -428,5 +429,27 @@ mod tests {
         assert_ne!(CacheKey::derive(&f, CacheScope::Tenant, "team-a", bumped), a);
         assert_eq!(CacheKey::from_hex(&a.to_hex()), Some(a));
         assert_eq!(CacheKey::from_hex("zz"), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn stable_across_a_json_round_trip_and_distinct_per_prompt(
+            a in ".{0,64}",
+            b in ".{0,64}",
+            temp in proptest::option::of(0.0f64..2.0),
+            seed in proptest::option::of(proptest::num::i64::ANY),
+            bias in proptest::collection::btree_map("[0-9]{1,5}", -100i64..100, 0..5),
+        ) {
+            let mut r = ChatRequest::user("m", a.clone());
+            r.temperature = temp;
+            r.seed = seed;
+            r.extra.insert("logit_bias".into(), serde_json::to_value(&bias).unwrap());
+            let text = serde_json::to_string(&r).unwrap();
+            let back: ChatRequest = serde_json::from_str(&text).unwrap();
+            proptest::prop_assert_eq!(fp(&r), fp(&back));
+            let mut other = r.clone();
+            other.messages[0] = Message::user(b.clone());
+            proptest::prop_assert_eq!(a == b, fp(&r) == fp(&other));
+        }
     }
 }
