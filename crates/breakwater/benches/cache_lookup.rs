@@ -52,7 +52,21 @@ fn benches(c: &mut Criterion) {
         .unwrap();
     let req = request();
     let prompt_bytes: usize = req.messages.iter().map(|m| m.text().len()).sum();
-    eprintln!("prompt bytes: {prompt_bytes}");
+    let json = serde_json::to_vec(&response()).unwrap().len();
+    let entry = breakwater::cache::entry::Entry {
+        response: Arc::new(response()),
+        stored_at_ms: 0,
+        fresh_until_ms: 0,
+        stale_until_ms: 0,
+        size: 0,
+    };
+    let encoded = entry.encode().unwrap().len();
+    eprintln!("prompt bytes: {prompt_bytes}; response JSON {json} B, L2 entry {encoded} B");
+
+    // The floor: blake3 over the same number of bytes in one call (shows
+    // how loaded the machine is when comparing runs).
+    let raw = vec![7u8; prompt_bytes];
+    c.bench_function("blake3_raw_2kb", |b| b.iter(|| blake3::hash(black_box(&raw))));
 
     c.bench_function("fingerprint_2kb", |b| {
         b.iter(|| Fingerprint::of(black_box("fast"), black_box(&req)))
