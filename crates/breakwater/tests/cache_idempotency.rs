@@ -223,7 +223,8 @@ async fn streamed_answers_are_recorded_when_complete() {
     let Begin::Proceed(g) = s.begin("t", "st", fp("a"), None).await.unwrap() else {
         panic!("fresh key")
     };
-    let cut = futures::stream::iter(chunks[..2].iter().cloned().map(Ok)).boxed();
+    let head: Vec<breakwater::Result<_>> = chunks.iter().take(2).cloned().map(Ok).collect();
+    let cut = futures::stream::iter(head).boxed();
     let _: Vec<_> = record_stream(g, cut).collect().await;
     // A complete one records it.
     let Begin::Proceed(g) = s.begin("t", "st", fp("a"), None).await.unwrap() else {
