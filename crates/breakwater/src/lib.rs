@@ -43,6 +43,7 @@ pub mod redis_store;
 pub mod secret;
 pub mod simulator;
 pub mod sse;
+pub mod structured;
 pub mod types;
 pub mod wire;
 
