@@ -9,6 +9,7 @@
 pub mod backoff;
 pub mod breaker;
 pub mod config;
+pub mod ratelimit;
 pub mod retry;
 pub mod retry_budget;
 pub mod timeout;
