@@ -5,10 +5,11 @@
 //! script that reads, decides and writes in one step, so concurrent
 //! instances cannot both take the last unit.
 //!
-//! **Keys.** `bw:rl:{<limiter>:<key>}` (the sliding log adds `:log` and
-//! `:sum`). The braces are a Redis Cluster hash tag: all keys of one
-//! decision live in the same slot, so the multi-key script works on a
-//! cluster. Every key gets a TTL of about the time until it is back to its
+//! **Keys.** `bw:rl:{<limiter>:<key>}:<algorithm>` (`:tb`, `:gcra`,
+//! `:win`; the sliding log uses `:log` and `:log:sum`), so changing a
+//! limiter's algorithm never meets a key of the wrong type. The braces are
+//! a Redis Cluster hash tag: all keys of one decision live in the same
+//! slot, so the multi-key script works on a cluster. Every key gets a TTL of about the time until it is back to its
 //! full allowance (two periods for the sliding window), so idle keys
 //! disappear by themselves and nothing leaks.
 //!
@@ -23,8 +24,9 @@
 //! synchronised clocks and exists for tests that drive time.
 //!
 //! **Precision.** Lua numbers are doubles: times are whole microseconds and
-//! levels are fractional tokens; comparisons allow 1 µs (or 1e-9 token) of
-//! rounding, which can admit at most a microsecond's worth of refill early.
+//! levels are fractional tokens. Comparisons allow 1 µs (or 1e-9 token) of
+//! rounding, so an admission can come up to a microsecond early; GCRA's
+//! stored timestamp also rounds to a quarter microsecond per admission.
 //!
 //! **Failures.** Calls go through [`RedisStore`], which bounds each call by
 //! the Redis timeout and stops calling a Redis that keeps failing; the
@@ -38,13 +40,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
 /// Which clock the scripts use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Default)]
 pub enum TimeSource {
     /// The Redis server's `TIME`: one clock for all instances.
     #[default]
     Redis,
     /// This process's clock (wall time at start plus tokio time since).
     Local,
+    /// A clock the test sets, in microseconds.
+    #[cfg(test)]
+    Manual(Arc<AtomicU64>),
 }
 
 /// Shared Lua helpers, prepended to every script.
@@ -275,15 +280,19 @@ impl RedisLimiterStore {
     fn keys(&self, key: &str) -> Vec<String> {
         let base = format!("bw:rl:{{{}:{}}}", self.prefix, key);
         match self.spec.algorithm {
-            Algorithm::SlidingLog => vec![format!("{base}:log"), format!("{base}:sum")],
-            _ => vec![base],
+            Algorithm::TokenBucket => vec![format!("{base}:tb")],
+            Algorithm::Gcra => vec![format!("{base}:gcra")],
+            Algorithm::SlidingLog => vec![format!("{base}:log"), format!("{base}:log:sum")],
+            Algorithm::SlidingWindow => vec![format!("{base}:win")],
         }
     }
 
     fn now_arg(&self) -> String {
-        match self.time {
+        match &self.time {
             TimeSource::Redis => String::new(),
             TimeSource::Local => (self.base_us + self.start.elapsed().as_micros() as u64).to_string(),
+            #[cfg(test)]
+            TimeSource::Manual(t) => t.load(Ordering::Relaxed).to_string(),
         }
     }
 
@@ -349,5 +358,230 @@ impl LimiterStore for RedisLimiterStore {
 
     fn failure_policy(&self) -> FailurePolicy {
         self.redis.failure_policy()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{CODE_STORE_DOWN, Quota, RateLimiter};
+    use super::*;
+    use crate::error::ErrorKind;
+    use crate::redis_store::RedisConfig;
+    use breakwater_testkit::{RedisCluster, RedisServer};
+
+    const ALL: [Algorithm; 4] = [
+        Algorithm::TokenBucket,
+        Algorithm::Gcra,
+        Algorithm::SlidingLog,
+        Algorithm::SlidingWindow,
+    ];
+
+    fn handle(url: &str, on_failure: FailurePolicy) -> RedisStore {
+        let cfg = RedisConfig {
+            on_failure,
+            timeout_ms: 200,
+            ..RedisConfig::single(url)
+        };
+        RedisStore::connect(&cfg).unwrap()
+    }
+
+    fn limiter(redis: &RedisStore, name: &str, algorithm: Algorithm, limit: u64) -> RateLimiter<RedisLimiterStore> {
+        let spec = LimitSpec {
+            algorithm,
+            quota: Quota::per_minute(limit),
+        };
+        RateLimiter::new(name, RedisLimiterStore::new(redis.clone(), name, spec))
+    }
+
+    async fn ttl_ms(redis: &RedisStore, key: &str) -> i64 {
+        redis.query(redis::cmd("PTTL").arg(key)).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn each_algorithm_admits_the_burst_then_refuses_with_the_wait() {
+        let server = RedisServer::start().await.unwrap();
+        let redis = handle(&server.url(), FailurePolicy::Open);
+        for algo in ALL {
+            let l = limiter(&redis, &format!("{algo:?}"), algo, 5);
+            for i in 0..5 {
+                let r = l.try_acquire("k", 1).await.unwrap();
+                assert_eq!(r.decision().remaining, 4 - i, "{algo:?}");
+            }
+            let e = l.try_acquire("k", 1).await.unwrap_err();
+            assert_eq!(e.error.kind, ErrorKind::RateLimited);
+            let d = e.decision.unwrap();
+            // 5 per minute: one back in 12 s (the log and the window wait
+            // for the whole burst to age).
+            assert!(
+                d.retry_after >= Duration::from_secs(11) && d.retry_after <= Duration::from_secs(120),
+                "{algo:?}: {:?}",
+                d.retry_after
+            );
+            assert!(d.reset_after > Duration::ZERO && d.reset_after <= Duration::from_secs(120));
+            // Every key it wrote expires.
+            let mut keys: Vec<String> = redis
+                .query(redis::cmd("KEYS").arg(format!("bw:rl:{{{algo:?}:k}}*")))
+                .await
+                .unwrap();
+            keys.sort();
+            assert!(!keys.is_empty(), "{algo:?}");
+            for k in keys {
+                let ttl = ttl_ms(&redis, &k).await;
+                assert!(ttl > 0 && ttl <= 121_000, "{algo:?} {k}: ttl {ttl}");
+            }
+        }
+        assert_eq!(redis.stats().failed, 0);
+    }
+
+    /// Two gateway instances (two handles) share one limit, also when
+    /// they race.
+    #[tokio::test]
+    async fn two_clients_share_one_limit() {
+        let server = RedisServer::start().await.unwrap();
+        for algo in ALL {
+            let a = limiter(&handle(&server.url(), FailurePolicy::Open), "shared", algo, 50);
+            let b = limiter(&handle(&server.url(), FailurePolicy::Open), "shared", algo, 50);
+            let key = format!("{algo:?}");
+            let mut admitted = 0;
+            for _ in 0..30 {
+                let (x, y) = tokio::join!(a.try_acquire(&key, 1), b.try_acquire(&key, 1));
+                admitted += usize::from(x.is_ok()) + usize::from(y.is_ok());
+            }
+            assert_eq!(admitted, 50, "{algo:?}");
+            assert_eq!(a.stats().admitted + b.stats().admitted, 50);
+            assert!(a.stats().admitted > 0 && b.stats().admitted > 0);
+        }
+    }
+
+    #[tokio::test]
+    async fn reserve_then_settle_in_redis() {
+        let server = RedisServer::start().await.unwrap();
+        let redis = handle(&server.url(), FailurePolicy::Open);
+        for algo in ALL {
+            let l = limiter(&redis, &format!("settle-{algo:?}"), algo, 1000);
+            let a = l.try_acquire("k", 600).await.unwrap();
+            assert!(l.try_acquire("k", 600).await.is_err(), "{algo:?}");
+            l.settle("k", a, 200).await;
+            let b = l.try_acquire("k", 600).await.unwrap();
+            assert!(b.decision().remaining <= 200, "{algo:?}");
+            l.settle("k", b, 800).await;
+            assert!(l.try_acquire("k", 5).await.is_err(), "{algo:?}: the excess is charged");
+        }
+        assert_eq!(redis.stats().failed, 0);
+    }
+
+    /// Refill follows the script's clock (driven here by hand).
+    #[tokio::test]
+    async fn refill_follows_the_clock() {
+        let server = RedisServer::start().await.unwrap();
+        let redis = handle(&server.url(), FailurePolicy::Open);
+        for algo in ALL {
+            let clock = Arc::new(AtomicU64::new(1_700_000_000_000_000));
+            let spec = LimitSpec {
+                algorithm: algo,
+                quota: Quota::per_minute(60),
+            };
+            let store = RedisLimiterStore::new(redis.clone(), &format!("clock-{algo:?}"), spec)
+                .with_time_source(TimeSource::Manual(clock.clone()));
+            let l = RateLimiter::new("rpm", store);
+            for _ in 0..60 {
+                let _ = l.try_acquire("k", 1).await.unwrap();
+            }
+            let wait = l.try_acquire("k", 1).await.unwrap_err().decision.unwrap().retry_after;
+            // Exact to the microsecond of tolerance the scripts allow.
+            clock.fetch_add(wait.as_micros() as u64 - 2, Ordering::Relaxed);
+            assert!(l.try_acquire("k", 1).await.is_err(), "{algo:?}: 2 µs early");
+            clock.fetch_add(2, Ordering::Relaxed);
+            assert!(l.try_acquire("k", 1).await.is_ok(), "{algo:?}: on time after {wait:?}");
+            // Drained again, a clock that steps back refills nothing.
+            for _ in 0..100 {
+                if l.try_acquire("k", 1).await.is_err() {
+                    break;
+                }
+            }
+            clock.fetch_sub(30_000_000, Ordering::Relaxed);
+            assert!(l.try_acquire("k", 1).await.is_err(), "{algo:?}");
+        }
+    }
+
+    /// The acceptance case: Redis killed mid-test, then back.
+    #[tokio::test]
+    async fn redis_killed_mid_test_fails_open_or_closed_then_recovers() {
+        let mut server = RedisServer::start().await.unwrap();
+        let open = limiter(&handle(&server.url(), FailurePolicy::Open), "kill", Algorithm::Gcra, 2);
+        let closed = limiter(&handle(&server.url(), FailurePolicy::Closed), "kill", Algorithm::Gcra, 2);
+        let _ = open.try_acquire("k", 1).await.unwrap();
+        let _ = closed.try_acquire("k", 1).await.unwrap();
+        assert!(open.try_acquire("k", 1).await.is_err(), "the limit is shared");
+
+        server.kill();
+        for _ in 0..5 {
+            let r = open.try_acquire("k", 1).await.unwrap();
+            assert!(r.unchecked(), "fail-open admits without a decision");
+            let e = closed.try_acquire("k", 1).await.unwrap_err();
+            assert_eq!(e.error.kind, ErrorKind::Overloaded);
+            assert_eq!(e.error.code.as_deref(), Some(CODE_STORE_DOWN));
+            assert!(e.error.message.contains("unavailable"), "{}", e.error.message);
+        }
+        let (o, c) = (open.stats(), closed.stats());
+        assert_eq!((o.failed_open, o.store_errors), (5, 5));
+        assert_eq!((c.failed_closed, c.store_errors), (5, 5));
+
+        server.restart().await.unwrap();
+        // The handles reconnect by themselves (after their cool-down).
+        let give_up = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match closed.try_acquire("k", 1).await {
+                Ok(r) => {
+                    assert!(!r.unchecked());
+                    break;
+                }
+                Err(e) => assert_eq!(e.error.code.as_deref(), Some(CODE_STORE_DOWN)),
+            }
+            assert!(std::time::Instant::now() < give_up, "redis never came back");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // The restarted Redis is empty: one more fits, then the limit holds again.
+        let mut admitted = 1;
+        loop {
+            match open.try_acquire("k", 1).await {
+                Ok(r) if !r.unchecked() => admitted += 1,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(e) => {
+                    assert_eq!(e.error.kind, ErrorKind::RateLimited);
+                    break;
+                }
+            }
+            assert!(std::time::Instant::now() < give_up, "redis never came back");
+        }
+        assert_eq!(admitted, 2);
+    }
+
+    /// On Redis Cluster the hash tag keeps the sliding log's two keys in
+    /// one slot.
+    #[tokio::test]
+    async fn works_on_redis_cluster() {
+        let cluster = match RedisCluster::start(3).await {
+            Ok(c) => c,
+            Err(e) => panic!("cannot start a redis cluster: {e}"),
+        };
+        let cfg = RedisConfig {
+            url: crate::redis_store::RedisUrls::Many(cluster.urls()),
+            cluster: true,
+            timeout_ms: 500,
+            on_failure: FailurePolicy::Closed,
+        };
+        let redis = RedisStore::connect(&cfg).unwrap();
+        for algo in ALL {
+            let l = limiter(&redis, &format!("cluster-{algo:?}"), algo, 3);
+            for user in ["alice", "bob", "carol", "dave"] {
+                for _ in 0..3 {
+                    let r = l.try_acquire(user, 1).await.unwrap();
+                    assert!(!r.unchecked());
+                }
+                let e = l.try_acquire(user, 1).await.unwrap_err();
+                assert_eq!(e.error.kind, ErrorKind::RateLimited, "{algo:?}: {}", e.error.message);
+            }
+        }
     }
 }
