@@ -8,9 +8,11 @@
 
 pub mod backoff;
 pub mod breaker;
+pub mod concurrency;
 pub mod config;
 pub mod ratelimit;
 pub mod retry;
 pub mod retry_budget;
+pub mod spend;
 pub mod timeout;
 mod window;

@@ -228,15 +228,16 @@ impl Reservation {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rejection {
     /// `rate_limited` (with `retry_after`) over the limit; `overloaded` when
-    /// the store is down and the policy is closed.
-    pub error: Error,
+    /// the store is down and the policy is closed. Boxed: refusals are the
+    /// rare path, and this keeps `Result`s small.
+    pub error: Box<Error>,
     /// The store's decision, for the `x-ratelimit-*` headers.
     pub decision: Option<Decision>,
 }
 
 impl From<Rejection> for Error {
     fn from(r: Rejection) -> Error {
-        r.error
+        *r.error
     }
 }
 
@@ -329,8 +330,9 @@ impl<S: LimiterStore> RateLimiter<S> {
 
     fn too_large(&self, key: &str, cost: u64) -> Option<Rejection> {
         let q = self.quota();
-        (cost > q.limit).then(|| Rejection {
-            error: Error::new(
+        (cost > q.limit).then(|| {
+            Rejection {
+            error: Box::new(Error::new(
                 ErrorKind::RateLimited,
                 format!(
                     "{}: the request needs {cost} but the limit for {key} is {} per {}s, so it can never be admitted",
@@ -339,26 +341,29 @@ impl<S: LimiterStore> RateLimiter<S> {
                     q.period.as_secs_f64()
                 ),
             )
-            .with_code(CODE_TOO_LARGE),
+            .with_code(CODE_TOO_LARGE)),
             decision: None,
+        }
         })
     }
 
     fn over_limit(&self, key: &str, d: Decision) -> Rejection {
         let q = self.quota();
         Rejection {
-            error: Error::new(
-                ErrorKind::RateLimited,
-                format!(
-                    "{}: limit of {} per {}s reached for {key}; admitted again in {:.3}s",
-                    self.name,
-                    q.limit,
-                    q.period.as_secs_f64(),
-                    d.retry_after.as_secs_f64()
-                ),
-            )
-            .with_retry_after(Some(d.retry_after))
-            .with_code(CODE_LOCAL_LIMIT),
+            error: Box::new(
+                Error::new(
+                    ErrorKind::RateLimited,
+                    format!(
+                        "{}: limit of {} per {}s reached for {key}; admitted again in {:.3}s",
+                        self.name,
+                        q.limit,
+                        q.period.as_secs_f64(),
+                        d.retry_after.as_secs_f64()
+                    ),
+                )
+                .with_retry_after(Some(d.retry_after))
+                .with_code(CODE_LOCAL_LIMIT),
+            ),
             decision: Some(d),
         }
     }
@@ -395,14 +400,14 @@ impl<S: LimiterStore> RateLimiter<S> {
             FailurePolicy::Closed => {
                 bump(&self.counters.failed_closed);
                 Err(Rejection {
-                    error: Error::new(
+                    error: Box::new(Error::new(
                         ErrorKind::Overloaded,
                         format!(
                             "{}: the rate limit store is unavailable ({e}) and the failure policy is closed, so the request is refused",
                             self.name
                         ),
                     )
-                    .with_code(CODE_STORE_DOWN),
+                    .with_code(CODE_STORE_DOWN)),
                     decision: None,
                 })
             }

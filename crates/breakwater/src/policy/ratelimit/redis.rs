@@ -509,7 +509,12 @@ mod tests {
     async fn redis_killed_mid_test_fails_open_or_closed_then_recovers() {
         let mut server = RedisServer::start().await.unwrap();
         let open = limiter(&handle(&server.url(), FailurePolicy::Open), "kill", Algorithm::Gcra, 2);
-        let closed = limiter(&handle(&server.url(), FailurePolicy::Closed), "kill", Algorithm::Gcra, 2);
+        let closed = limiter(
+            &handle(&server.url(), FailurePolicy::Closed),
+            "kill",
+            Algorithm::Gcra,
+            2,
+        );
         let _ = open.try_acquire("k", 1).await.unwrap();
         let _ = closed.try_acquire("k", 1).await.unwrap();
         assert!(open.try_acquire("k", 1).await.is_err(), "the limit is shared");
