@@ -313,7 +313,7 @@ impl RetryPolicy {
             wait = wait.max(ra);
         }
         if let Some(d) = deadline
-            && Instant::now() + wait >= d
+            && Instant::now().checked_add(wait).is_none_or(|end| end >= d)
         {
             return RetryDecision::GiveUp(GiveUp::DeadlineTooClose { wait });
         }

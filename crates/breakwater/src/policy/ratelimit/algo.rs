@@ -42,17 +42,24 @@ pub(crate) enum State {
     Window { idx: u64, prev: u64, cur: u64 },
 }
 
+// 128-bit division is a slow library call; the operands almost always fit
+// in 64 bits, where it is one instruction.
 fn ceil_div(a: i128, b: i128) -> u64 {
     if a <= 0 || b <= 0 {
         return 0;
     }
-    let q = (a + b - 1) / b;
-    u64::try_from(q).unwrap_or(u64::MAX)
+    if let (Ok(a), Ok(b)) = (u64::try_from(a), u64::try_from(b)) {
+        return a.div_ceil(b);
+    }
+    u64::try_from((a + b - 1) / b).unwrap_or(u64::MAX)
 }
 
 fn floor_div(a: i128, b: i128) -> u64 {
     if a <= 0 || b <= 0 {
         return 0;
+    }
+    if let (Ok(a), Ok(b)) = (u64::try_from(a), u64::try_from(b)) {
+        return a / b;
     }
     u64::try_from(a / b).unwrap_or(u64::MAX)
 }

@@ -18,7 +18,9 @@
 //! [`RateLimiter::settle`] later corrects it with the real usage: the
 //! unused part is refunded, an excess is charged (owed even above the limit,
 //! delaying later requests). A reservation never settled keeps its estimate
-//! charged, the safe side for a call that may have happened.
+//! charged, the safe side for a call that may have happened; when the call
+//! is certainly not made (a later gate refused it), settle with 0
+//! ([`RequestLimits::release`]).
 //!
 //! **Decisions** carry `limit`, `remaining` and `reset_after` for the
 //! `x-ratelimit-*` headers, also on refusal.
@@ -280,6 +282,11 @@ pub const CODE_TOO_LARGE: &str = "request_too_large";
 /// Error code of a refusal because the limit store is down (fail-closed).
 pub const CODE_STORE_DOWN: &str = "limit_store_unavailable";
 
+/// Whether a wait starting now ends before `deadline`.
+pub(crate) fn fits(wait: Duration, deadline: Instant) -> bool {
+    Instant::now().checked_add(wait).is_some_and(|end| end < deadline)
+}
+
 /// A keyed rate limiter over a store.
 #[derive(Debug)]
 pub struct RateLimiter<S = MemoryStore> {
@@ -437,9 +444,7 @@ impl<S: LimiterStore> RateLimiter<S> {
     pub async fn acquire(&self, key: &str, cost: u64, deadline: Option<Instant>) -> Result<Reservation, Rejection> {
         loop {
             match self.try_acquire(key, cost).await {
-                Err(Rejection { decision: Some(d), .. })
-                    if deadline.is_none_or(|dl| Instant::now() + d.retry_after < dl) =>
-                {
+                Err(Rejection { decision: Some(d), .. }) if deadline.is_none_or(|dl| fits(d.retry_after, dl)) => {
                     bump(&self.counters.waited);
                     // Others may take the freed allowance first: then wait again.
                     tokio::time::sleep(d.retry_after.max(Duration::from_millis(1))).await;

@@ -98,11 +98,22 @@ impl<S: LimiterStore> RequestLimits<S> {
     ) -> Result<PairReservation, Rejection> {
         loop {
             match self.try_acquire(key, tokens).await {
-                Err(e) if e.decision.is_some() && deadline.is_none_or(|dl| Instant::now() + wait(&e) < dl) => {
+                Err(e) if e.decision.is_some() && deadline.is_none_or(|dl| super::fits(wait(&e), dl)) => {
                     tokio::time::sleep(wait(&e).max(Duration::from_millis(1))).await;
                 }
                 other => return other,
             }
+        }
+    }
+
+    /// Gives everything back: the call was not made (a bulkhead or breaker
+    /// refused it, or the caller went away before sending).
+    pub async fn release(&self, key: &str, r: PairReservation) {
+        if let (Some(l), Some(q)) = (&self.requests, r.requests) {
+            l.settle(key, q, 0).await;
+        }
+        if let (Some(l), Some(t)) = (&self.tokens, r.tokens) {
+            l.settle(key, t, 0).await;
         }
     }
 
