@@ -615,6 +615,47 @@ mod tests {
         assert_eq!(admitted, 10);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Through the public API, on tokio's paused clock: in any interval
+        /// of length t a key gets at most `limit × t / period + limit`.
+        #[test]
+        fn the_limiter_never_admits_more_than_rate_times_t_plus_burst(
+            algo in proptest::sample::select(ALL.to_vec()),
+            limit in 1u64..30,
+            period_ms in 1u64..2_000,
+            steps in proptest::collection::vec((0u64..500, 1u64..4, 0usize..3), 1..200),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+            let admitted = rt.block_on(async {
+                let l = RateLimiter::in_memory("p", LimitSpec { algorithm: algo, quota: Quota::new(limit, Duration::from_millis(period_ms)) });
+                let start = Instant::now();
+                let mut admitted = vec![];
+                for (dt, cost, key) in steps {
+                    tokio::time::advance(Duration::from_millis(dt)).await;
+                    let key = ["a", "b", "c"][key];
+                    if l.try_acquire(key, cost).await.is_ok() {
+                        admitted.push((key, start.elapsed().as_nanos(), u128::from(cost)));
+                    }
+                }
+                admitted
+            });
+            let period = u128::from(period_ms) * 1_000_000;
+            for key in ["a", "b", "c"] {
+                let mine: Vec<_> = admitted.iter().filter(|a| a.0 == key).collect();
+                for i in 0..mine.len() {
+                    let mut total = 0;
+                    for j in i..mine.len() {
+                        total += mine[j].2;
+                        let t = mine[j].1 - mine[i].1;
+                        proptest::prop_assert!(total * period <= u128::from(limit) * (t + period),
+                            "{:?} key {}: {} in {} ns", algo, key, total, t);
+                    }
+                }
+            }
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_request_larger_than_the_limit_is_refused_without_waiting() {
         let l = limiter(Algorithm::TokenBucket, 100);
