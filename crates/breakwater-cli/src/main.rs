@@ -1,1 +1,44 @@
-fn main() {}
+//! `breakwater`: the one binary.
+
+mod chat;
+mod simulate;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// breakwater: a resilient LLM gateway.
+#[derive(Parser, Debug)]
+#[command(name = "breakwater", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Send one prompt to a provider and print the answer.
+    Chat(chat::ChatArgs),
+    /// Run the fault-injecting LLM simulator as an HTTP server.
+    Simulate(simulate::SimulateArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async {
+        match cli.command {
+            Command::Chat(a) => chat::run(a).await,
+            Command::Simulate(a) => simulate::run(a).await,
+        }
+    })
+}

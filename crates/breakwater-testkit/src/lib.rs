@@ -7,5 +7,7 @@
 #![warn(missing_docs)]
 
 mod process;
+mod raw;
 
 pub use process::{Mosquitto, RedisCluster, RedisServer, free_port, wait_for_port};
+pub use raw::RawServer;

@@ -11,12 +11,32 @@
 //! - [`provider`]: the [`provider::Provider`] trait and its adapters;
 //! - [`wire`]: pure translations between the canonical types and the
 //!   Anthropic and Gemini wire formats, both directions;
+//! - [`cache`]: the exact-match response cache (memory → Redis), invalidation, stale-if-error;
+//! - [`coalesce`]: identical in-flight requests share one upstream call;
+//! - [`idempotency`]: `Idempotency-Key` replay, across instances through Redis;
 //! - [`policy`]: timeouts and deadlines (and the other resilience policies);
 //! - [`simulator`]: a deterministic fake LLM with fault injection.
+//!
+//! ```
+//! use breakwater::provider::{CallOptions, Provider};
+//! use breakwater::simulator::{Simulator, SimulatorConfig};
+//! use breakwater::types::ChatRequest;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> breakwater::Result<()> {
+//! // Any provider works the same way; the simulator needs no key.
+//! let sim = Simulator::new("sim", SimulatorConfig::instant());
+//! let reply = sim.chat(&ChatRequest::user("sim-1", "Hello"), &CallOptions::default()).await?;
+//! assert!(!reply.text().is_empty());
+//! # Ok(()) }
+//! ```
 
 #![warn(missing_docs)]
 
+pub mod cache;
+pub mod coalesce;
 pub mod error;
+pub mod idempotency;
 pub mod policy;
 pub mod provider;
 pub mod redis_store;

@@ -7,6 +7,9 @@ mod headers;
 
 pub use classify::{classify_http, classify_stream_error, classify_transport};
 pub use headers::{RateLimitHeaders, parse_duration_text, parse_retry_after};
+/// Header map type used by the classification functions (re-exported so
+/// callers need not depend on `http` themselves).
+pub use http::HeaderMap;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -320,6 +323,15 @@ impl Error {
             param: Some(param.into()),
             ..Error::new(ErrorKind::InvalidRequest, message)
         }
+    }
+
+    /// An `upstream_unparseable` error quoting the start of what arrived.
+    pub fn unparseable(body: &[u8], cause: &dyn fmt::Display) -> Self {
+        let snippet = String::from_utf8_lossy(&body[..body.len().min(200)]);
+        Error::new(
+            ErrorKind::UpstreamUnparseable,
+            format!("cannot parse the upstream's answer ({cause}): {snippet:?}"),
+        )
     }
 
     /// The caller went away.

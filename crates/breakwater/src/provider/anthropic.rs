@@ -1,1 +1,143 @@
-//! anthropic (in progress)
+//! Anthropic Messages API.
+
+use super::http::{HttpSettings, HttpUpstream};
+use super::{CallOptions, Capabilities, ChatStream, Provider, ProviderKind};
+use crate::error::{Error, ErrorKind, Result, TimeoutPhase, TransportCause};
+use crate::policy::timeout::{earliest, guard_stream};
+use crate::types::{ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse};
+use crate::wire::anthropic::{MessagesResponse, StreamDecoder, from_anthropic_response, to_anthropic_request};
+use async_trait::async_trait;
+use futures::StreamExt;
+use http::{HeaderMap, HeaderValue};
+use std::sync::Arc;
+
+/// The API version header we speak.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// The default base URL.
+pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com/v1";
+
+/// An Anthropic provider.
+#[derive(Debug, Clone)]
+pub struct Anthropic {
+    http: HttpUpstream,
+}
+
+impl Anthropic {
+    /// A provider named `name` (base URL e.g. `https://api.anthropic.com/v1`).
+    pub fn new(name: impl Into<Arc<str>>, settings: &HttpSettings) -> Result<Self> {
+        let mut auth = HeaderMap::new();
+        if let Some(key) = &settings.api_key
+            && !key.is_empty()
+        {
+            let mut v = HeaderValue::from_str(key.expose())
+                .map_err(|_| Error::invalid_param("api_key", "the API key has characters not allowed in a header"))?;
+            v.set_sensitive(true);
+            auth.insert("x-api-key", v);
+        }
+        auth.insert("anthropic-version", HeaderValue::from_static(ANTHROPIC_VERSION));
+        Ok(Anthropic {
+            http: HttpUpstream::new(name.into(), settings, auth)?,
+        })
+    }
+}
+
+#[async_trait]
+impl Provider for Anthropic {
+    fn name(&self) -> &Arc<str> {
+        &self.http.name
+    }
+
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Anthropic
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            native_json_schema: false,
+            assistant_prefill: true,
+            embeddings: false,
+            tools: true,
+        }
+    }
+
+    async fn chat(&self, req: &ChatRequest, opts: &CallOptions) -> Result<ChatResponse> {
+        let clock = self.http.clock(opts.deadline);
+        let body = to_anthropic_request(req).map_err(|e| e.with_provider(&self.http.name))?;
+        let url = self.http.url("/messages");
+        let resp = self
+            .http
+            .post_json(
+                &url,
+                &body,
+                clock.total_at,
+                TimeoutPhase::Total,
+                opts.request_id.as_deref(),
+            )
+            .await?;
+        let msg: MessagesResponse = self.http.read_json(resp, clock.total_at).await?;
+        Ok(from_anthropic_response(msg))
+    }
+
+    async fn chat_stream(&self, req: &ChatRequest, opts: &CallOptions) -> Result<ChatStream> {
+        let clock = self.http.clock(opts.deadline);
+        let mut body = to_anthropic_request(req).map_err(|e| e.with_provider(&self.http.name))?;
+        body.stream = Some(true);
+        let url = self.http.url("/messages");
+        let until = earliest(clock.first_token_at, clock.total_at);
+        let resp = self
+            .http
+            .post_json(&url, &body, until, TimeoutPhase::FirstToken, opts.request_id.as_deref())
+            .await?;
+        let name = self.http.name.clone();
+        let mut decoder = StreamDecoder::new();
+        let chunks = self
+            .http
+            .events(resp)
+            .map(Some)
+            .chain(futures::stream::once(async { None }))
+            .flat_map(move |item| {
+                let out: Vec<Result<_>> = match item {
+                    Some(Ok(_)) if decoder.is_done() => vec![],
+                    Some(Ok(ev)) => match decoder.push(&ev.data) {
+                        Ok(chunks) => chunks.into_iter().map(Ok).collect(),
+                        Err(e) => vec![Err(e.with_provider(&name))],
+                    },
+                    Some(Err(e)) => vec![Err(e)],
+                    None if decoder.is_done() => vec![],
+                    None => vec![Err(Error::network(
+                        TransportCause::Truncated,
+                        "the stream ended before message_stop",
+                    )
+                    .with_provider(&name))],
+                };
+                futures::stream::iter(out)
+            });
+        Ok(guard_stream(
+            Box::pin(chunks),
+            clock.first_token_at,
+            Some(self.http.timeouts.idle()),
+            clock.total_at,
+        ))
+    }
+
+    async fn embed(&self, _req: &EmbeddingRequest, _opts: &CallOptions) -> Result<EmbeddingResponse> {
+        Err(
+            Error::new(ErrorKind::InvalidRequest, "Anthropic offers no embeddings endpoint")
+                .with_provider(&self.http.name),
+        )
+    }
+
+    async fn probe(&self, opts: &CallOptions) -> Result<()> {
+        let until = earliest(
+            opts.deadline,
+            Some(tokio::time::Instant::now() + self.http.timeouts.first_token()),
+        );
+        let resp = self
+            .http
+            .get(&self.http.url("/models"), until, opts.request_id.as_deref())
+            .await?;
+        let _: serde_json::Value = self.http.read_json(resp, until).await?;
+        Ok(())
+    }
+}

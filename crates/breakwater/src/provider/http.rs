@@ -220,18 +220,9 @@ pub(crate) fn parse_json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
             {
                 return Err(crate::error::classify_stream_error(body));
             }
-            Err(unparseable(body, &e))
+            Err(Error::unparseable(body, &e))
         }
     }
-}
-
-/// An `upstream_unparseable` error quoting the start of what arrived.
-pub(crate) fn unparseable(body: &[u8], e: &dyn std::fmt::Display) -> Error {
-    let snippet: String = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-    Error::new(
-        ErrorKind::UpstreamUnparseable,
-        format!("cannot parse the upstream's answer ({e}): {snippet:?}"),
-    )
 }
 
 /// Reads a body up to `limit` bytes. Over the limit it is an error, unless

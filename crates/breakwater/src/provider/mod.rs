@@ -3,6 +3,7 @@
 //! format and back, streams and errors included.
 
 pub mod anthropic;
+pub mod discover;
 pub mod gemini;
 mod http;
 pub mod openai;

@@ -1,10 +1,10 @@
 //! OpenAI, and every server that speaks its chat-completions API
 //! (llama.cpp's llama-server, vLLM, Ollama, Groq, Together, …).
 
-use super::http::{HttpSettings, HttpUpstream, unparseable};
+use super::http::{HttpSettings, HttpUpstream};
 use super::{CallOptions, Capabilities, ChatStream, Provider, ProviderKind};
 use crate::error::{Error, ErrorKind, Result, TimeoutPhase, TransportCause, classify_stream_error};
-use crate::policy::timeout::{guard_stream, run_until};
+use crate::policy::timeout::{earliest, guard_stream};
 use crate::types::{ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, StreamOptions};
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -63,7 +63,7 @@ pub fn parse_stream_event(data: &str) -> Result<Option<ChatChunk>> {
             {
                 return Err(classify_stream_error(data.as_bytes()));
             }
-            Err(unparseable(data.as_bytes(), &e))
+            Err(Error::unparseable(data.as_bytes(), &e))
         }
     }
 }
@@ -98,7 +98,13 @@ impl Provider for OpenAi {
                 opts.request_id.as_deref(),
             )
             .await?;
-        self.http.read_json(resp, clock.total_at).await
+        let r: ChatResponse = self.http.read_json(resp, clock.total_at).await?;
+        if r.choices.is_empty() {
+            return Err(
+                Error::new(ErrorKind::UpstreamUnparseable, "the answer has no choices").with_provider(&self.http.name)
+            );
+        }
+        Ok(r)
     }
 
     async fn chat_stream(&self, req: &ChatRequest, opts: &CallOptions) -> Result<ChatStream> {
@@ -110,7 +116,7 @@ impl Provider for OpenAi {
         so.include_usage = Some(true);
         body.stream_options = Some(StreamOptions { ..so });
         let url = self.http.url("/chat/completions");
-        let until = crate::policy::timeout::earliest(clock.first_token_at, clock.total_at);
+        let until = earliest(clock.first_token_at, clock.total_at);
         let resp = self
             .http
             .post_json(&url, &body, until, TimeoutPhase::FirstToken, opts.request_id.as_deref())
@@ -123,10 +129,7 @@ impl Provider for OpenAi {
             .chain(futures::stream::once(async { None }))
             .filter_map(move |item| {
                 let out = match item {
-                    Some(Ok(ev)) if done => {
-                        let _ = ev;
-                        None
-                    }
+                    Some(Ok(_)) if done => None,
                     Some(Ok(ev)) => match parse_stream_event(&ev.data) {
                         Ok(Some(c)) => Some(Ok(c)),
                         Ok(None) => {
@@ -170,25 +173,16 @@ impl Provider for OpenAi {
     }
 
     async fn probe(&self, opts: &CallOptions) -> Result<()> {
-        let clock = self.http.clock(opts.deadline);
-        let until = crate::policy::timeout::earliest(
-            clock.total_at,
+        let until = earliest(
+            opts.deadline,
             Some(tokio::time::Instant::now() + self.http.timeouts.first_token()),
         );
-        let url = self.http.url("/models");
-        run_until(until, TimeoutPhase::Total, async {
-            let resp = self.http.get(&url, until, opts.request_id.as_deref()).await?;
-            let _: serde_json::Value = self.http.read_json(resp, until).await?;
-            Ok(())
-        })
-        .await
-        .map_err(|e: Error| {
-            if e.kind == ErrorKind::Timeout {
-                e.with_provider(&self.http.name)
-            } else {
-                e
-            }
-        })
+        let resp = self
+            .http
+            .get(&self.http.url("/models"), until, opts.request_id.as_deref())
+            .await?;
+        let _: serde_json::Value = self.http.read_json(resp, until).await?;
+        Ok(())
     }
 }
 
