@@ -34,6 +34,7 @@
 #![warn(missing_docs)]
 
 pub mod cache;
+pub mod client;
 pub mod coalesce;
 pub mod error;
 pub mod idempotency;

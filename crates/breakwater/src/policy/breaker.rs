@@ -465,6 +465,24 @@ impl CircuitBreaker {
         }
     }
 
+    /// Ends the current open period now (an active health probe found the
+    /// target answering): the next call is let through as a half-open probe
+    /// instead of waiting out the period. No effect unless open.
+    pub fn end_open_period(&self) {
+        let s = &self.inner;
+        if s.current_state() == BreakerState::Open {
+            s.open_until.store(s.now(), Ordering::Release);
+        }
+    }
+
+    /// A half-open probe permit even while the open period lasts: for a
+    /// router whose every target is out, so that something is tried rather
+    /// than nothing. Still bounded by the half-open probe limit.
+    pub fn force_probe(&self) -> Result<BreakerPermit, Error> {
+        self.end_open_period();
+        self.try_acquire()
+    }
+
     /// The current state (open stays open until a call asks after the period).
     pub fn state(&self) -> BreakerState {
         self.inner.current_state()
@@ -708,6 +726,28 @@ impl Drop for BreakerPermit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn an_active_probe_ends_the_open_period() {
+        let b = CircuitBreaker::new("t", &BreakerConfig::default());
+        for _ in 0..5 {
+            b.try_acquire().unwrap().failure(ErrorKind::ServerError);
+        }
+        assert_eq!(b.state(), BreakerState::Open);
+        assert!(b.try_acquire().is_err());
+        b.end_open_period();
+        let p = b.try_acquire().unwrap();
+        assert!(p.is_probe());
+        p.success();
+        // A forced probe works while open, within the probe limit.
+        let c = CircuitBreaker::new("u", &BreakerConfig::default());
+        for _ in 0..5 {
+            c.try_acquire().unwrap().failure(ErrorKind::ServerError);
+        }
+        let f = c.force_probe().unwrap();
+        assert!(f.is_probe());
+        f.success();
+    }
     use proptest::prelude::*;
 
     fn cfg() -> BreakerConfig {

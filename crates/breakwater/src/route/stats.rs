@@ -72,6 +72,7 @@ pub struct TargetStats {
     by_kind: [AtomicU64; ErrorKind::ALL.len()],
     last_failure_ms: AtomicU64,
     cooldown_until_ms: AtomicU64,
+    last_forced_ms: AtomicU64,
 }
 
 impl Default for TargetStats {
@@ -115,6 +116,7 @@ impl TargetStats {
             by_kind: std::array::from_fn(|_| AtomicU64::new(0)),
             last_failure_ms: AtomicU64::new(0),
             cooldown_until_ms: AtomicU64::new(0),
+            last_forced_ms: AtomicU64::new(0),
         }
     }
 
@@ -192,6 +194,24 @@ impl TargetStats {
     /// Whether the target is cooling down (after a 429 with Retry-After).
     pub fn cooling_down(&self) -> bool {
         self.now_ms() < self.cooldown_until_ms.load(Ordering::Relaxed)
+    }
+
+    /// Claims the right to force a probe through an open breaker, at most
+    /// once per `every` (so a dead target sees a trickle, not every request).
+    pub fn try_force_probe(&self, every: Duration) -> bool {
+        let now = self.now_ms().max(1);
+        let last = self.last_forced_ms.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < every.as_millis() as u64 {
+            return false;
+        }
+        self.last_forced_ms
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Ends a cool-down early (an active probe found the target answering).
+    pub fn clear_cooldown(&self) {
+        self.cooldown_until_ms.store(0, Ordering::Relaxed);
     }
 
     /// How long ago the last failure was (`None` if never).
