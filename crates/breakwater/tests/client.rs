@@ -173,6 +173,49 @@ async fn retries_then_breaker_opens_then_calls_fail_fast() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_retry_budget_bounds_amplification_under_total_failure() {
+    let down = sim(
+        "down",
+        SimulatorConfig {
+            latency_ms: 1,
+            faults: Faults {
+                server_error: 1.0,
+                ..Default::default()
+            },
+            ..quick()
+        },
+    );
+    let cfg = ClientConfig {
+        // Keep the breaker out of it: only the budget limits retries here.
+        breaker: breakwater::policy::breaker::BreakerConfig {
+            consecutive_failures: u32::MAX,
+            min_calls: u32::MAX,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let client = Client::builder()
+        .seed(2)
+        .config(cfg)
+        .provider(down.clone())
+        .model("m", ModelConfig::new(vec![TargetConfig::new("down", "sim-1")]))
+        .build()
+        .unwrap();
+    // A burst of 1000 concurrent requests, all failing.
+    let n = 1000u64;
+    let calls = (0..n).map(|i| client.chat(ChatRequest::user("m", format!("{i}")), opts(30_000)));
+    let results = futures::future::join_all(calls).await;
+    assert!(results.iter().all(|r| r.is_err()));
+    let calls = down.engine().stats().requests;
+    // Without a budget: 3 attempts each = 3000. With it: ≤ (1 + 0.2) × n plus
+    // the floor of 10 retries a second over the 10 s window.
+    assert!(
+        calls > n && calls <= n * 12 / 10 + 100,
+        "{calls} upstream calls for {n} requests"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn primary_down_secondary_serves_and_primary_sees_only_probes() {
     let primary = sim(
         "primary",

@@ -1064,6 +1064,7 @@ impl Client {
             Ok(a) => a,
             Err(e) => return Err(self.fail(e, meta, started)),
         };
+        self.inner.budget.record_request();
         let tokens: u64 = req
             .input
             .texts()

@@ -172,6 +172,8 @@ where
     F: Fn(Arc<Target>, TryOpts) -> Fut,
     Fut: Future<Output = Tried<(T, Arc<Target>)>>,
 {
+    // One deposit per routed request: retries and hedges withdraw from it.
+    inner.budget.record_request();
     let cands = candidates(inner, alias, stream);
     let mut attempts: Vec<AttemptRecord> = Vec::new();
     let mut last_err: Option<Error> = None;
