@@ -49,6 +49,19 @@ impl From<String> for Secret {
     }
 }
 
+impl serde::Serialize for Secret {
+    /// Serialises as `***`: configs printed back never show keys.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("***")
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Secret::new(String::deserialize(d)?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
