@@ -12,10 +12,12 @@
 //! - [`wire`]: pure translations between the canonical types and the
 //!   Anthropic and Gemini wire formats, both directions;
 //! - [`policy`]: timeouts and deadlines (and the other resilience policies);
+//! - [`cache`]: response caching, including the semantic (embedding) cache;
 //! - [`simulator`]: a deterministic fake LLM with fault injection.
 
 #![warn(missing_docs)]
 
+pub mod cache;
 pub mod error;
 pub mod policy;
 pub mod provider;

@@ -1,0 +1,3 @@
+//! Response caching: exact-key tiers and the semantic (embedding) cache.
+
+pub mod semantic;
