@@ -164,6 +164,17 @@ pub struct SemanticMiss {
 }
 
 impl SemanticMiss {
+    /// A miss for an embedding computed elsewhere (warm-up from a batch
+    /// embedding call, a persisted cache, benchmarks). The vector must come
+    /// from the same embedder as the cache's and be unit length.
+    pub fn with_embedding(query: SemanticQuery, embedding: Vec<f32>) -> Self {
+        SemanticMiss {
+            query,
+            embedding,
+            best: None,
+        }
+    }
+
     /// The best similarity seen (below the threshold, or blocked by a guard
     /// or expiry), for logs and threshold tuning.
     pub fn best_similarity(&self) -> Option<f32> {
@@ -178,6 +189,9 @@ impl SemanticMiss {
 
 /// The outcome of [`SemanticCache::lookup`].
 #[derive(Debug, Clone)]
+// Not boxed: a lookup result lives for one request and its miss moves
+// straight into `insert`; boxing would add an allocation to every miss.
+#[allow(clippy::large_enum_variant)]
 pub enum Lookup<V> {
     /// A stored prompt close enough answered.
     Hit(SemanticHit<V>),
@@ -293,7 +307,7 @@ impl<V: Clone + Send + Sync> SemanticCache<V> {
             let guards = self.config.guards;
             let accept = |slot: u32| {
                 p.entry(slot)
-                    .is_some_and(|e| !e.expired(now) && (!guards || e.guard == query.guard))
+                    .is_some_and(|e| !e.expired(now) && (!guards || e.guard.compatible(&query.guard)))
             };
             if let Some(&(slot, sim)) = p.index.search(&embedding, 1, &accept).first() {
                 best = Some(sim);
