@@ -14,7 +14,11 @@
 //! small per-node vectors. Removal marks a node as a tombstone: it still routes
 //! searches (so the graph stays connected) but never appears in results, and
 //! its slot is reused by the next insertion, so memory is bounded by the
-//! largest live size the graph ever had.
+//! largest live size the graph ever had. Reusing a slot first repairs its
+//! neighbours' links (each re-selects among its own and the slot's former
+//! neighbours), and the entry point is never a tombstone: both keep every
+//! live node reachable, which a property test checks over random
+//! insert/replace/remove sequences.
 
 use super::index::dot;
 use std::cmp::Ordering;
@@ -201,19 +205,22 @@ impl Hnsw {
     /// components (the index checks before calling).
     /// Returns the node it occupies.
     pub(crate) fn insert(&mut self, id: u32, vector: &[f32]) -> u32 {
-        let node = match self.free.pop() {
+        // Reuse a tombstone, but never the entry point: searches start
+        // there, and a reused node loses its links for a moment.
+        let reusable = self.free.iter().rposition(|&n| Some(n) != self.entry);
+        let node = match reusable.map(|i| self.free.swap_remove(i)) {
             Some(node) => {
-                // Reuse a tombstone: keep its level (so the layer structure
-                // stays valid), give it the new vector and fresh links. Stale
-                // links *to* it from other nodes remain as routing edges and
-                // are pruned as those nodes gain better neighbours.
+                // Keep its level (so the layer structure stays valid), give it
+                // the new vector and fresh links. Stale links *to* it from
+                // other nodes remain as routing edges and are pruned as those
+                // nodes gain better neighbours.
+                for layer in 0..=self.levels[node as usize] as usize {
+                    self.unlink(node, layer);
+                }
                 let start = node as usize * self.dim;
                 self.vectors[start..start + self.dim].copy_from_slice(vector);
                 self.ids[node as usize] = id;
                 self.deleted[node as usize] = false;
-                for layer in 0..=self.levels[node as usize] as usize {
-                    self.set_links(node, layer, &[]);
-                }
                 node
             }
             None => {
@@ -264,6 +271,41 @@ impl Hnsw {
         node
     }
 
+    /// Drops `node`'s links on `layer` without cutting anyone off: each former
+    /// neighbour re-selects its links from its own plus `node`'s other
+    /// neighbours (the usual local repair for HNSW deletion), so nodes that
+    /// were reached only through `node` stay reachable.
+    fn unlink(&mut self, node: u32, layer: usize) {
+        let old: Vec<u32> = self.links(node, layer).to_vec();
+        self.set_links(node, layer, &[]);
+        for &nb in &old {
+            if nb == node {
+                continue;
+            }
+            let mut cands: Vec<u32> = self.links(nb, layer).iter().copied().filter(|&c| c != node).collect();
+            for &o in &old {
+                if o != nb && o != node && !cands.contains(&o) {
+                    cands.push(o);
+                }
+            }
+            let base = self.vector(nb);
+            let mut scored: Vec<Scored> = cands
+                .iter()
+                .map(|&c| Scored {
+                    sim: dot(base, self.vector(c)),
+                    node: c,
+                })
+                .collect();
+            scored.sort_unstable_by(|a, b| b.cmp(a));
+            let kept: Vec<u32> = self
+                .select(&scored, self.max_links(layer))
+                .iter()
+                .map(|s| s.node)
+                .collect();
+            self.set_links(nb, layer, &kept);
+        }
+    }
+
     /// Adds the link `from → to` on `layer`, shrinking `from`'s list with the
     /// selection heuristic when it overflows.
     fn connect(&mut self, from: u32, to: u32, layer: usize) {
@@ -296,9 +338,11 @@ impl Hnsw {
     /// The neighbour-selection heuristic (the paper's algorithm 4): take
     /// candidates best first, keeping one only if it is closer to the base
     /// than to every neighbour already kept. This spreads links across
-    /// clusters, which plain top-M does not. `sorted` is best first.
+    /// clusters, which plain top-M does not; free places are then filled with
+    /// the best of the rest. `sorted` is best first.
     fn select(&self, sorted: &[Scored], m: usize) -> Vec<Scored> {
         let mut kept: Vec<Scored> = Vec::with_capacity(m);
+        let mut pruned: Vec<Scored> = Vec::new();
         for c in sorted {
             if kept.len() >= m {
                 break;
@@ -306,7 +350,18 @@ impl Hnsw {
             let v = self.vector(c.node);
             if kept.iter().all(|k| dot(v, self.vector(k.node)) < c.sim) {
                 kept.push(*c);
+            } else {
+                pruned.push(*c);
             }
+        }
+        // Fill the free places with the best pruned candidates (the paper's
+        // "keepPrunedConnections"): more links cost little, and without them
+        // a node whose few in-links were all pruned becomes unreachable.
+        for c in pruned {
+            if kept.len() >= m {
+                break;
+            }
+            kept.push(c);
         }
         kept
     }
@@ -429,6 +484,23 @@ impl Hnsw {
             *d = true;
             self.live -= 1;
             self.free.push(node);
+            if self.live == 0 {
+                // Nothing left to find: start afresh rather than keep routing
+                // through tombstones.
+                *self = Hnsw::new(self.dim, self.params);
+            } else if self.entry == Some(node) {
+                // Searches start at the entry point; a tombstone there would
+                // see its links pruned away over time (links to tombstones
+                // are the first dropped) and could end up isolated. Move it to
+                // the highest live node (a scan, but only on 1/n removals).
+                let best = (0..self.ids.len())
+                    .filter(|&n| !self.deleted[n])
+                    .max_by_key(|&n| (self.levels[n], std::cmp::Reverse(n)));
+                if let Some(n) = best {
+                    self.entry = Some(n as u32);
+                    self.max_level = self.levels[n] as usize;
+                }
+            }
         }
     }
 

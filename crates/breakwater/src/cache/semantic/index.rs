@@ -375,4 +375,139 @@ pub(crate) mod tests {
             assert_eq!(idx.search(&vs[i as usize], 1, &|_| true)[0].0, i);
         }
     }
+
+    /// Found by the property test below: the graph's entry point was removed,
+    /// its links decayed, and a later insertion found no way in.
+    #[test]
+    fn regression_removed_entry_point() {
+        let ops = [
+            (47, true),
+            (8, true),
+            (9, true),
+            (10, true),
+            (27, true),
+            (28, true),
+            (11, true),
+            (0, true),
+            (1, true),
+            (30, true),
+            (2, true),
+            (3, true),
+            (5, true),
+            (43, true),
+            (56, true),
+            (12, true),
+            (43, false),
+            (26, true),
+            (4, true),
+            (26, false),
+            (56, false),
+            (0, false),
+            (0, false),
+            (0, true),
+            (0, true),
+            (0, true),
+            (5, false),
+            (8, true),
+            (8, true),
+            (5, false),
+            (21, true),
+            (0, false),
+            (0, false),
+            (0, true),
+            (41, true),
+            (0, true),
+            (13, true),
+            (29, true),
+            (15, true),
+            (23, true),
+            (44, true),
+            (31, true),
+            (16, false),
+            (24, true),
+            (0, true),
+            (16, true),
+            (0, true),
+            (33, true),
+            (17, true),
+            (5, true),
+            (32, false),
+            (32, true),
+            (34, true),
+            (0, true),
+            (19, true),
+            (22, true),
+            (0, true),
+            (20, true),
+            (6, true),
+            (13, true),
+            (4, false),
+            (14, true),
+        ];
+        let dim = 8;
+        let mut idx = VectorIndex::new(
+            dim,
+            IndexConfig {
+                hnsw_threshold: 16,
+                migrate_per_insert: 2,
+                hnsw: HnswParams::default(),
+            },
+        );
+        let mut model: std::collections::HashMap<u32, Vec<f32>> = Default::default();
+        let mut seed = 99u64;
+        for (id, insert) in ops {
+            if insert {
+                let v = random_unit(dim, &mut seed);
+                idx.insert(id, &v);
+                model.insert(id, v);
+            } else {
+                idx.remove(id);
+                model.remove(&id);
+            }
+        }
+        for (id, v) in &model {
+            assert_eq!(idx.search(v, 1, &|_| true).first().map(|g| g.0), Some(*id));
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+        /// Any sequence of insertions, replacements and removals, across the
+        /// switch to a graph and back: the index holds exactly the live ids,
+        /// finds each by its own vector, and never returns a removed one.
+        #[test]
+        fn index_matches_a_model_under_any_operations(
+            ops in proptest::collection::vec((0u32..60, proptest::bool::weighted(0.7)), 0..300)
+        ) {
+            let dim = 8;
+            let mut idx = VectorIndex::new(dim, IndexConfig {
+                hnsw_threshold: 16,
+                migrate_per_insert: 2,
+                hnsw: HnswParams::default(),
+            });
+            let mut model: std::collections::HashMap<u32, Vec<f32>> = Default::default();
+            let mut seed = 99u64;
+            for (id, insert) in ops {
+                if insert {
+                    let v = random_unit(dim, &mut seed);
+                    idx.insert(id, &v);
+                    model.insert(id, v);
+                } else {
+                    idx.remove(id);
+                    model.remove(&id);
+                }
+                proptest::prop_assert_eq!(idx.len(), model.len());
+            }
+            for (id, v) in &model {
+                let got = idx.search(v, 1, &|_| true);
+                proptest::prop_assert_eq!(got.first().map(|g| g.0), Some(*id));
+            }
+            let all = idx.search(&random_unit(dim, &mut seed), 100, &|_| true);
+            proptest::prop_assert_eq!(all.len(), model.len());
+            for (id, _) in all {
+                proptest::prop_assert!(model.contains_key(&id), "removed id {} returned", id);
+            }
+        }
+    }
 }
