@@ -2,7 +2,7 @@
 //! thread. Needs the model: `scripts/fetch-embedding-model`.
 
 use breakwater::cache::semantic::{Embedder, MiniLmEmbedder, MiniLmOptions, default_model_dir};
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use std::sync::Arc;
 
 fn model() -> Arc<MiniLmEmbedder> {
@@ -47,4 +47,13 @@ fn bench(c: &mut Criterion) {
 }
 
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    // One compute thread, as in production (see `MiniLmOptions::threads`).
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        // SAFETY: nothing else runs yet; no thread can read the environment concurrently.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", "1") };
+    }
+    benches();
+    criterion::Criterion::default().configure_from_args().final_summary();
+}

@@ -144,6 +144,11 @@ impl Hnsw {
         }
     }
 
+    /// Changes the search candidate list size (recall against speed).
+    pub(crate) fn set_ef_search(&mut self, ef: usize) {
+        self.params.ef_search = ef.max(1);
+    }
+
     /// Live (not removed) nodes.
     pub(crate) fn len(&self) -> usize {
         self.live

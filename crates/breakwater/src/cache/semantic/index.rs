@@ -120,6 +120,15 @@ impl VectorIndex {
         self.len() == 0
     }
 
+    /// Changes the graph's search candidate list size, now and for a graph
+    /// built later: higher finds more true nearest neighbours, slower.
+    pub fn set_ef_search(&mut self, ef: usize) {
+        self.config.hnsw.ef_search = ef.max(1);
+        if let Some(g) = self.graph.as_mut() {
+            g.set_ef_search(ef);
+        }
+    }
+
     /// Whether searches currently use an HNSW graph.
     pub fn uses_graph(&self) -> bool {
         self.graph.is_some()
