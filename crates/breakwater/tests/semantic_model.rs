@@ -34,7 +34,7 @@ async fn embed1(e: &MiniLmEmbedder, text: &str) -> Vec<f32> {
 }
 
 #[tokio::test]
-async fn vectors_are_384_dimensional_unit_and_meaningful() {
+async fn semantic_vectors_are_384_dimensional_unit_and_meaningful() {
     let e = model();
     assert_eq!(e.dimension(), 384);
     let v = e
@@ -57,7 +57,7 @@ async fn vectors_are_384_dimensional_unit_and_meaningful() {
 }
 
 #[tokio::test]
-async fn batching_and_padding_do_not_change_vectors() {
+async fn semantic_batching_and_padding_do_not_change_vectors() {
     // A short text batched with a long one is padded; the masked pool must
     // make that invisible.
     let e = model();
@@ -84,7 +84,7 @@ async fn batching_and_padding_do_not_change_vectors() {
 }
 
 #[tokio::test]
-async fn no_panic_on_odd_input_and_long_input_is_refused() {
+async fn semantic_no_panic_on_odd_input_and_long_input_is_refused() {
     let e = model();
     let odd = [
         "",
@@ -126,7 +126,7 @@ async fn no_panic_on_odd_input_and_long_input_is_refused() {
 }
 
 #[tokio::test]
-async fn truncation_option_embeds_the_head() {
+async fn semantic_truncation_option_embeds_the_head() {
     let dir = default_model_dir();
     let e = MiniLmEmbedder::load(
         &dir,
@@ -143,7 +143,7 @@ async fn truncation_option_embeds_the_head() {
 }
 
 #[tokio::test]
-async fn cache_end_to_end_with_chat_requests() {
+async fn semantic_cache_end_to_end_with_chat_requests() {
     let cache: SemanticCache<String> = SemanticCache::new(model(), SemanticConfig::default());
     let ask = |text: &str| ChatRequest {
         model: "fast".into(),
@@ -342,7 +342,7 @@ fn report(name: &str, scored: &[Scored]) {
 /// precision ≥ 0.90 with guards (a regression fence). Recall floors only
 /// show the cache still does something.
 #[tokio::test]
-async fn precision_and_recall_on_labelled_pairs() {
+async fn semantic_precision_and_recall_on_labelled_pairs() {
     let dev = score_file("pairs.jsonl").await;
     let seen = score_file("pairs_holdout.jsonl").await;
     let blind = score_file("pairs_holdout2.jsonl").await;

@@ -37,12 +37,16 @@ pub struct HnswParams {
 
 impl Default for HnswParams {
     fn default() -> Self {
-        // M = 16 / ef = 64..100 are the usual defaults from the paper and
-        // hnswlib; they give > 0.98 recall on sentence embeddings.
+        // M = 16 and ef_construction = 100 are the usual defaults (paper,
+        // hnswlib). ef_search = 128 because of the worst case measured here,
+        // 100k random 384-d vectors (benches/semantic_lookup.rs): a stored
+        // vector is found 98% of the time at 128 against 91% at 64, for about
+        // 0.4 ms more — small next to the 9–12 ms embedding, and a search that
+        // misses costs a cache hit. Real embeddings are easier than random ones.
         HnswParams {
             m: 16,
             ef_construction: 100,
-            ef_search: 64,
+            ef_search: 128,
         }
     }
 }
@@ -535,16 +539,17 @@ mod tests {
 
     #[test]
     fn finds_near_duplicates_with_high_recall() {
-        let dim = 48;
+        // Small enough for a debug build (this crate is not optimised in tests).
+        let (dim, n) = (32, 1200);
         let mut seed = 7u64;
-        let vs: Vec<Vec<f32>> = (0..3000).map(|_| random_unit(dim, &mut seed)).collect();
+        let vs: Vec<Vec<f32>> = (0..n).map(|_| random_unit(dim, &mut seed)).collect();
         let mut h = Hnsw::new(dim, HnswParams::default());
         for (i, v) in vs.iter().enumerate() {
             h.insert(i as u32, v);
         }
-        assert_eq!(h.len(), 3000);
+        assert_eq!(h.len(), n);
         let mut hits = 0;
-        for i in (0..3000).step_by(15) {
+        for i in (0..n).step_by(6) {
             let q = noisy_copy(&vs[i], 0.3, &mut seed);
             let got = h.search(&q, 1, &|_| true);
             if got.first().map(|g| g.0) == Some(brute(&vs, &q)) {
