@@ -88,6 +88,9 @@ fn pick(a: &ChatArgs, timeouts: Timeouts) -> Result<Option<Discovered>, String> 
         Ok(s)
     };
     let found = |provider: DynProvider, model: &str, reason: &str| Discovered {
+        kind: provider.kind(),
+        base_url: a.base_url.clone(),
+        api_key: None,
         provider,
         model: a.model.clone().unwrap_or_else(|| model.to_string()),
         reason: reason.to_string(),

@@ -1,6 +1,7 @@
 //! `breakwater`: the one binary.
 
 mod chat;
+mod serve;
 mod simulate;
 
 use clap::{Parser, Subcommand};
@@ -16,6 +17,10 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the gateway (OpenAI- and Anthropic-compatible HTTP API).
+    Serve(serve::ServeArgs),
+    /// Check a configuration file and report the first problem with its path.
+    CheckConfig(serve::CheckArgs),
     /// Send one prompt to a provider and print the answer.
     Chat(chat::ChatArgs),
     /// Run the fault-injecting LLM simulator as an HTTP server.
@@ -24,6 +29,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(a) => return serve::run(a),
+        Command::CheckConfig(a) => return serve::check(a),
+        _ => {}
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
@@ -39,6 +49,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Chat(a) => chat::run(a).await,
             Command::Simulate(a) => simulate::run(a).await,
+            Command::Serve(_) | Command::CheckConfig(_) => ExitCode::SUCCESS,
         }
     })
 }

@@ -356,11 +356,7 @@ async fn openai_embeddings(
         .map(|(i, t)| {
             let v = embed_text(seed, t, dims);
             let embedding = if b64 {
-                let mut bytes = Vec::with_capacity(v.len() * 4);
-                for x in &v {
-                    bytes.extend_from_slice(&x.to_le_bytes());
-                }
-                Value::String(base64_encode(&bytes))
+                Value::String(EmbeddingVector::base64_of(&v))
             } else {
                 json!(v)
             };
@@ -378,25 +374,6 @@ async fn openai_embeddings(
         }
         _ => ([(header::CONTENT_TYPE, "application/json")], text).into_response(),
     }
-}
-
-/// Standard base64 (what OpenAI uses for `encoding_format: base64`).
-fn base64_encode(bytes: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for c in bytes.chunks(3) {
-        let n =
-            (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
-        out.push(T[(n >> 18) as usize & 63] as char);
-        out.push(T[(n >> 12) as usize & 63] as char);
-        out.push(if c.len() > 1 {
-            T[(n >> 6) as usize & 63] as char
-        } else {
-            '='
-        });
-        out.push(if c.len() > 2 { T[n as usize & 63] as char } else { '=' });
-    }
-    out
 }
 
 async fn models() -> Json<Value> {
@@ -597,15 +574,4 @@ async fn push_script(State(ctx): State<Ctx>, body: Bytes) -> Response {
     };
     ctx.engine.push_script(steps);
     StatusCode::NO_CONTENT.into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn base64_matches_the_standard() {
-        assert_eq!(super::base64_encode(b""), "");
-        assert_eq!(super::base64_encode(b"f"), "Zg==");
-        assert_eq!(super::base64_encode(b"fo"), "Zm8=");
-        assert_eq!(super::base64_encode(b"foobar"), "Zm9vYmFy");
-    }
 }

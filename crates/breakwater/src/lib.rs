@@ -11,7 +11,8 @@
 //! - [`provider`]: the [`provider::Provider`] trait and its adapters;
 //! - [`wire`]: pure translations between the canonical types and the
 //!   Anthropic and Gemini wire formats, both directions;
-//! - [`cache`]: the exact-match response cache (memory → Redis), invalidation, stale-if-error;
+//! - [`cache`]: the exact-match response cache (memory → Redis), invalidation, stale-if-error,
+//!   and the semantic (embedding) cache;
 //! - [`coalesce`]: identical in-flight requests share one upstream call;
 //! - [`idempotency`]: `Idempotency-Key` replay, across instances through Redis;
 //! - [`policy`]: timeouts and deadlines (and the other resilience policies);

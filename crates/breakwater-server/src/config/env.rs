@@ -27,7 +27,11 @@ pub fn interpolate(v: &mut Value, path: &str, lookup: &dyn Fn(&str) -> Option<St
         }
         Value::Object(map) => {
             for (k, item) in map.iter_mut() {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 interpolate(item, &p, lookup)?;
             }
             Ok(())
@@ -92,7 +96,11 @@ fn substitute(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String
         }
         match lookup(name).or_else(|| default.map(str::to_string)) {
             Some(v) => out.push_str(&v),
-            None => return Err(format!("environment variable {name} is not set (and has no `:-default`)")),
+            None => {
+                return Err(format!(
+                    "environment variable {name} is not set (and has no `:-default`)"
+                ));
+            }
         }
         rest = &body_start[end + 1..];
     }
@@ -119,8 +127,11 @@ mod tests {
         let mut v = json!({"a": "${KEY}", "b": "Bearer ${KEY}!", "c": "${RPM}", "d": "${MISSING:-7}",
                            "e": ["${ON}", "$${LITERAL}", "cost $5"], "f": "${MISSING:-}"});
         interpolate(&mut v, "", &env).unwrap();
-        assert_eq!(v, json!({"a": "sk-test", "b": "Bearer sk-test!", "c": 120, "d": 7,
-                             "e": [true, "${LITERAL}", "cost $5"], "f": null}));
+        assert_eq!(
+            v,
+            json!({"a": "sk-test", "b": "Bearer sk-test!", "c": 120, "d": 7,
+                             "e": [true, "${LITERAL}", "cost $5"], "f": null})
+        );
         let mut v = json!({"providers": {"openai": {"api_key": "${NOPE}"}}});
         let (path, reason) = interpolate(&mut v, "", &env).unwrap_err();
         assert_eq!(path, "providers.openai.api_key");

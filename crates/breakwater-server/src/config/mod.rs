@@ -92,10 +92,12 @@ fn is_hex64(s: &str) -> bool {
 /// The semantic checks the types cannot express.
 pub fn validate(cfg: &GatewayConfig, source: &str) -> Result<(), ConfigError> {
     let e = |p: String, r: String| err(source, p, r);
-    cfg.server
-        .listen
-        .parse::<std::net::SocketAddr>()
-        .map_err(|x| e("server.listen".into(), format!("`{}` is not host:port ({x})", cfg.server.listen)))?;
+    cfg.server.listen.parse::<std::net::SocketAddr>().map_err(|x| {
+        e(
+            "server.listen".into(),
+            format!("`{}` is not host:port ({x})", cfg.server.listen),
+        )
+    })?;
     if cfg.server.max_body_bytes == 0 {
         return Err(e("server.max_body_bytes".into(), "must be at least 1".into()));
     }
@@ -106,7 +108,11 @@ pub fn validate(cfg: &GatewayConfig, source: &str) -> Result<(), ConfigError> {
         }
         for (i, u) in urls.iter().enumerate() {
             if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
-                let p = if urls.len() == 1 { "redis.url".into() } else { format!("redis.url[{i}]") };
+                let p = if urls.len() == 1 {
+                    "redis.url".into()
+                } else {
+                    format!("redis.url[{i}]")
+                };
                 return Err(e(p, format!("`{u}` must start with redis:// or rediss://")));
             }
         }
@@ -128,7 +134,10 @@ pub fn validate(cfg: &GatewayConfig, source: &str) -> Result<(), ConfigError> {
         if let Some(url) = p.base_url()
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
-            return Err(e(format!("{path}.base_url"), format!("`{url}` must start with http:// or https://")));
+            return Err(e(
+                format!("{path}.base_url"),
+                format!("`{url}` must start with http:// or https://"),
+            ));
         }
         let official = match p.kind {
             ProviderKind::Openai => p.base_url.is_none() || p.base_url().is_some_and(|u| u.contains("api.openai.com")),
@@ -136,7 +145,10 @@ pub fn validate(cfg: &GatewayConfig, source: &str) -> Result<(), ConfigError> {
             ProviderKind::Simulator => false,
         };
         if official && p.api_key.as_ref().is_none_or(|k| k.is_empty()) {
-            return Err(e(format!("{path}.api_key"), format!("required for a {} provider", p.kind.as_str())));
+            return Err(e(
+                format!("{path}.api_key"),
+                format!("required for a {} provider", p.kind.as_str()),
+            ));
         }
         if p.simulator.is_some() && p.kind != ProviderKind::Simulator {
             return Err(e(format!("{path}.simulator"), "only for `kind: simulator`".into()));
@@ -178,7 +190,15 @@ pub fn validate(cfg: &GatewayConfig, source: &str) -> Result<(), ConfigError> {
             }
         }
     }
-    if cfg.models.is_empty() && !cfg.server.allow_direct_models {
+    if let Some(p) = &cfg.server.passthrough_provider
+        && !cfg.providers.contains_key(p)
+    {
+        return Err(e(
+            "server.passthrough_provider".into(),
+            format!("no provider named `{p}`"),
+        ));
+    }
+    if cfg.models.is_empty() && !cfg.server.allow_direct_models && cfg.server.passthrough_provider.is_none() {
         return Err(e(
             "models".into(),
             "define at least one model alias (or set server.allow_direct_models: true)".into(),
@@ -198,7 +218,10 @@ pub fn validate(cfg: &GatewayConfig, source: &str) -> Result<(), ConfigError> {
                 return Err(e(format!("{path}.name"), "required".into()));
             }
             if !names.insert(k.name.as_str()) {
-                return Err(e(format!("{path}.name"), format!("`{}` is used by another key", k.name)));
+                return Err(e(
+                    format!("{path}.name"),
+                    format!("`{}` is used by another key", k.name),
+                ));
             }
             match (&k.key, &k.key_sha256) {
                 (Some(_), Some(_)) => {
@@ -209,7 +232,10 @@ pub fn validate(cfg: &GatewayConfig, source: &str) -> Result<(), ConfigError> {
                     return Err(e(format!("{path}.key"), "too short: use at least 8 characters".into()));
                 }
                 (None, Some(h)) if !is_hex64(h) => {
-                    return Err(e(format!("{path}.key_sha256"), "must be 64 hexadecimal characters".into()));
+                    return Err(e(
+                        format!("{path}.key_sha256"),
+                        "must be 64 hexadecimal characters".into(),
+                    ));
                 }
                 _ => {}
             }
@@ -261,7 +287,10 @@ prices:
         assert_eq!(c.models["fast"].targets.len(), 2);
         assert_eq!(c.keys.as_ref().unwrap()[0].limits.rpm, Some(60));
         let printed = serde_json::to_string(&c).unwrap();
-        assert!(!printed.contains("sk-test") && !printed.contains("team-a-key-123"), "secrets never print");
+        assert!(
+            !printed.contains("sk-test") && !printed.contains("team-a-key-123"),
+            "secrets never print"
+        );
     }
 
     fn fails(text: &str) -> ConfigError {
@@ -271,20 +300,68 @@ prices:
     #[test]
     fn errors_name_the_path_and_reason() {
         let cases: &[(&str, &str, &str)] = &[
-            ("providers: { sim: { kind: simulator } }\nmodels: { m: { tragets: [] } }", "models.m", "tragets"),
-            ("providers: { sim: { kind: simulator } }\nmodels: { m: { targets: [{ provider: nope, model: x }] } }", "models.m.targets[0].provider", "nope"),
-            ("providers: { o: { kind: openai } }\nmodels: { m: { targets: [{ provider: o, model: x }] } }", "providers.o.api_key", "required"),
-            ("providers: { o: { kind: openai, api_key: \"${MISSING}\" } }", "providers.o.api_key", "MISSING"),
-            ("providers: { s: { kind: simulator, simulator: { faults: { hang: 2 } } } }\nmodels: { m: { targets: [{ provider: s, model: x }] } }", "providers.s.simulator", "faults.hang"),
+            (
+                "providers: { sim: { kind: simulator } }\nmodels: { m: { tragets: [] } }",
+                "models.m.tragets",
+                "unknown field",
+            ),
+            (
+                "providers: { sim: { kind: simulator } }\nmodels: { m: { targets: [{ provider: nope, model: x }] } }",
+                "models.m.targets[0].provider",
+                "nope",
+            ),
+            (
+                "providers: { o: { kind: openai } }\nmodels: { m: { targets: [{ provider: o, model: x }] } }",
+                "providers.o.api_key",
+                "required",
+            ),
+            (
+                "providers: { o: { kind: openai, api_key: \"${MISSING}\" } }",
+                "providers.o.api_key",
+                "MISSING",
+            ),
+            (
+                "providers: { s: { kind: simulator, simulator: { faults: { hang: 2 } } } }\nmodels: { m: { targets: [{ provider: s, model: x }] } }",
+                "providers.s.simulator",
+                "faults.hang",
+            ),
             ("providers: { s: { kind: banana } }", "providers.s.kind", "banana"),
-            ("server: { listen: nowhere }\nproviders: { s: { kind: simulator } }", "server.listen", "host:port"),
+            (
+                "server: { listen: nowhere }\nproviders: { s: { kind: simulator } }",
+                "server.listen",
+                "host:port",
+            ),
             ("providers: {}", "providers", "at least one"),
-            ("providers: { s: { kind: simulator } }\nmodels: { m: { targets: [{ provider: s, model: x }] } }\nkeys: [{ name: a }]", "keys[0].key", "required"),
-            ("providers: { s: { kind: simulator } }\nmodels: { m: { targets: [{ provider: s, model: x }] } }\nkeys: [{ name: a, key_sha256: abc }]", "keys[0].key_sha256", "64"),
-            ("providers: { s: { kind: simulator } }\nmodels: { m: { targets: [{ provider: s, model: x }], fallback: z } }", "models.m.fallback", "`z`"),
-            ("providers: { s: { kind: simulator } }\nmodels: { m: { targets: [{ provider: s, model: x }] } }\nretry: { max_attempts: 0 }", "retry.max_attempts", ""),
-            ("providers: { s: { kind: simulator, limits: { rpm: -5 } } }", "providers.s.limits.rpm", ""),
-            ("redis: { url: \"http://x\" }\nproviders: { s: { kind: simulator } }", "redis.url", "redis://"),
+            (
+                "providers: { s: { kind: simulator } }\nmodels: { m: { targets: [{ provider: s, model: x }] } }\nkeys: [{ name: a }]",
+                "keys[0].key",
+                "required",
+            ),
+            (
+                "providers: { s: { kind: simulator } }\nmodels: { m: { targets: [{ provider: s, model: x }] } }\nkeys: [{ name: a, key_sha256: abc }]",
+                "keys[0].key_sha256",
+                "64",
+            ),
+            (
+                "providers: { s: { kind: simulator } }\nmodels: { m: { targets: [{ provider: s, model: x }], fallback: z } }",
+                "models.m.fallback",
+                "`z`",
+            ),
+            (
+                "providers: { s: { kind: simulator } }\nmodels: { m: { targets: [{ provider: s, model: x }] } }\nretry: { max_attempts: 0 }",
+                "retry.max_attempts",
+                "",
+            ),
+            (
+                "providers: { s: { kind: simulator, limits: { rpm: -5 } } }",
+                "providers.s.limits.rpm",
+                "",
+            ),
+            (
+                "redis: { url: \"http://x\" }\nproviders: { s: { kind: simulator } }",
+                "redis.url",
+                "redis://",
+            ),
             ("- a\n- b", "", "mapping"),
             ("providers: [unclosed", "", "YAML"),
         ];

@@ -99,6 +99,10 @@ pub struct ServerConfig {
     /// Largest group for embedding micro-batching. Addition.
     #[serde(default = "d_batch_max")]
     pub embeddings_batch_max: usize,
+    /// Send model names that are no alias to this provider, as the upstream
+    /// model name. Addition; the zero-config start sets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passthrough_provider: Option<String>,
 }
 
 fn d_listen() -> String {
@@ -132,6 +136,7 @@ impl Default for ServerConfig {
             request_timeout_ms: d_request_timeout(),
             embeddings_batch_ms: d_batch_ms(),
             embeddings_batch_max: d_batch_max(),
+            passthrough_provider: None,
         }
     }
 }

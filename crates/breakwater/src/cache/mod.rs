@@ -82,10 +82,9 @@ pub mod memory;
 pub mod namespace;
 pub mod policy;
 pub mod redis;
+pub mod semantic;
 pub mod stats;
 pub mod stream;
-// The semantic cache (embedder + vector index) lives in `cache/semantic/`:
-// pub mod semantic;
 
 mod canon;
 

@@ -210,6 +210,9 @@ pub struct ClientConfig {
     pub max_limiter_wait_ms: u64,
     /// Allow `provider/model` as a model name.
     pub allow_direct_models: bool,
+    /// Send a model name that is no alias to this provider as the upstream
+    /// model (the zero-config start uses it, so any model name works).
+    pub passthrough_provider: Option<String>,
 }
 
 impl Default for ClientConfig {
@@ -223,6 +226,7 @@ impl Default for ClientConfig {
             max_wait_before_failover_ms: 500,
             max_limiter_wait_ms: 1_000,
             allow_direct_models: false,
+            passthrough_provider: None,
         }
     }
 }

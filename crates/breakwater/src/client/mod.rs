@@ -525,11 +525,18 @@ impl Client {
         if let Some(a) = self.inner.aliases.get(model) {
             return Ok(a.clone());
         }
-        if self.inner.cfg.allow_direct_models
+        let direct = if self.inner.cfg.allow_direct_models
             && let Some((provider, upstream)) = model.split_once('/')
+            && self.inner.providers.contains_key(provider)
+        {
+            Some((provider, upstream))
+        } else {
+            self.inner.cfg.passthrough_provider.as_deref().map(|p| (p, model))
+        };
+        if let Some((provider, upstream)) = direct
             && let Some((p, pgate)) = self.inner.providers.get(provider)
         {
-            let id: Arc<str> = Arc::from(model);
+            let id: Arc<str> = Arc::from(format!("{provider}/{upstream}"));
             let existing = self.inner.targets.iter().find(|t| t.id == id).cloned();
             let t = existing.unwrap_or_else(|| {
                 Arc::new(Target {

@@ -16,6 +16,12 @@ use std::time::Duration;
 pub struct Discovered {
     /// The provider.
     pub provider: DynProvider,
+    /// Its wire protocol.
+    pub kind: ProviderKind,
+    /// Its base URL (`None` for the simulator).
+    pub base_url: Option<String>,
+    /// Its API key, when one is needed.
+    pub api_key: Option<crate::secret::Secret>,
     /// A model to use with it.
     pub model: String,
     /// Why it was chosen (for the startup message).
@@ -50,6 +56,9 @@ pub fn from_env(timeouts: Timeouts) -> Vec<Discovered> {
         if let Ok(p) = OpenAi::new("openai", &HttpSettings::new(base).api_key(key).timeouts(timeouts)) {
             out.push(Discovered {
                 provider: Arc::new(p),
+                kind: ProviderKind::Openai,
+                base_url: env("OPENAI_BASE_URL").or_else(|| Some("https://api.openai.com/v1".into())),
+                api_key: env("OPENAI_API_KEY").map(Into::into),
                 model: env("OPENAI_MODEL").unwrap_or_else(|| "gpt-4o-mini".into()),
                 reason: "OPENAI_API_KEY is set".into(),
             });
@@ -60,6 +69,9 @@ pub fn from_env(timeouts: Timeouts) -> Vec<Discovered> {
         if let Ok(p) = Anthropic::new("anthropic", &HttpSettings::new(base).api_key(key).timeouts(timeouts)) {
             out.push(Discovered {
                 provider: Arc::new(p),
+                kind: ProviderKind::Anthropic,
+                base_url: env("ANTHROPIC_BASE_URL").or_else(|| Some(super::anthropic::DEFAULT_BASE_URL.into())),
+                api_key: env("ANTHROPIC_API_KEY").map(Into::into),
                 model: env("ANTHROPIC_MODEL").unwrap_or_else(|| "claude-haiku-4-5".into()),
                 reason: "ANTHROPIC_API_KEY is set".into(),
             });
@@ -70,6 +82,9 @@ pub fn from_env(timeouts: Timeouts) -> Vec<Discovered> {
         if let Ok(p) = Gemini::new("gemini", &HttpSettings::new(base).api_key(key).timeouts(timeouts)) {
             out.push(Discovered {
                 provider: Arc::new(p),
+                kind: ProviderKind::Gemini,
+                base_url: env("GEMINI_BASE_URL").or_else(|| Some(super::gemini::DEFAULT_BASE_URL.into())),
+                api_key: env("GEMINI_API_KEY").or_else(|| env("GOOGLE_API_KEY")).map(Into::into),
                 model: env("GEMINI_MODEL").unwrap_or_else(|| "gemini-2.5-flash".into()),
                 reason: "GEMINI_API_KEY is set".into(),
             });
@@ -115,6 +130,9 @@ pub async fn local_server(skip_port: Option<u16>, wait: Duration, timeouts: Time
         };
         return Some(Discovered {
             provider: Arc::new(p.with_capabilities(caps)),
+            kind: ProviderKind::Openai,
+            base_url: Some(base.clone()),
+            api_key: None,
             model,
             reason: format!("a local {what} answers at {base}"),
         });
@@ -126,6 +144,9 @@ pub async fn local_server(skip_port: Option<u16>, wait: Duration, timeouts: Time
 pub fn simulator() -> Discovered {
     Discovered {
         provider: Arc::new(Simulator::new("simulator", SimulatorConfig::default())),
+        kind: ProviderKind::Simulator,
+        base_url: None,
+        api_key: None,
         model: "sim-1".into(),
         reason: "no API key in the environment and no local model server: using the built-in simulator".into(),
     }

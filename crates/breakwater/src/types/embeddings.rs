@@ -96,6 +96,21 @@ pub struct EmbeddingResponse {
     pub extra: Extra,
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_of_floats() {
+        // 1.0f32 = 00 00 80 3f little-endian.
+        assert_eq!(EmbeddingVector::base64_of(&[1.0]), "AACAPw==");
+        assert_eq!(EmbeddingVector::base64_of(&[]), "");
+        let mut v = EmbeddingVector::Float(vec![1.0, 0.0]);
+        v.make_base64();
+        assert_eq!(v, EmbeddingVector::Base64("AACAPwAAAAA=".into()));
+    }
+}
+
 fn object_list() -> String {
     "list".to_string()
 }
@@ -137,6 +152,40 @@ pub enum EmbeddingVector {
     Float(Vec<f32>),
     /// Base64 of little-endian f32 values.
     Base64(String),
+}
+
+impl EmbeddingVector {
+    /// The base64 form of float values (little-endian f32), as OpenAI sends
+    /// for `encoding_format: base64`.
+    pub fn base64_of(values: &[f32]) -> String {
+        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut bytes = Vec::with_capacity(values.len() * 4);
+        for v in values {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+        for c in bytes.chunks(3) {
+            let n = (u32::from(c[0]) << 16)
+                | (u32::from(c.get(1).copied().unwrap_or(0)) << 8)
+                | u32::from(c.get(2).copied().unwrap_or(0));
+            out.push(T[(n >> 18) as usize & 63] as char);
+            out.push(T[(n >> 12) as usize & 63] as char);
+            out.push(if c.len() > 1 {
+                T[(n >> 6) as usize & 63] as char
+            } else {
+                '='
+            });
+            out.push(if c.len() > 2 { T[n as usize & 63] as char } else { '=' });
+        }
+        out
+    }
+
+    /// Converts floats to base64 in place.
+    pub fn make_base64(&mut self) {
+        if let EmbeddingVector::Float(v) = self {
+            *self = EmbeddingVector::Base64(Self::base64_of(v));
+        }
+    }
 }
 
 /// Token usage of an embeddings call.

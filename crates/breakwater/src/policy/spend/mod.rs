@@ -228,6 +228,51 @@ pub trait SpendStore: Send + Sync {
     fn failure_policy(&self) -> FailurePolicy;
 }
 
+/// A store chosen at run time: memory, or Redis when configured.
+#[derive(Debug)]
+pub enum AnySpendStore {
+    /// In this process.
+    Memory(MemorySpendStore),
+    /// In Redis, shared by every instance.
+    Redis(RedisSpendStore),
+}
+
+impl SpendStore for AnySpendStore {
+    async fn reserve(
+        &self,
+        key: &str,
+        window: Window,
+        limit: SpendLimit,
+        cost: Spend,
+    ) -> Result<SpendDecision, RedisUnavailable> {
+        match self {
+            AnySpendStore::Memory(s) => s.reserve(key, window, limit, cost).await,
+            AnySpendStore::Redis(s) => s.reserve(key, window, limit, cost).await,
+        }
+    }
+
+    async fn adjust(&self, key: &str, window: Window, tokens: i64, nano_usd: i64) -> Result<(), RedisUnavailable> {
+        match self {
+            AnySpendStore::Memory(s) => s.adjust(key, window, tokens, nano_usd).await,
+            AnySpendStore::Redis(s) => s.adjust(key, window, tokens, nano_usd).await,
+        }
+    }
+
+    async fn spent(&self, key: &str, window: Window) -> Result<Spend, RedisUnavailable> {
+        match self {
+            AnySpendStore::Memory(s) => s.spent(key, window).await,
+            AnySpendStore::Redis(s) => s.spent(key, window).await,
+        }
+    }
+
+    fn failure_policy(&self) -> FailurePolicy {
+        match self {
+            AnySpendStore::Memory(s) => s.failure_policy(),
+            AnySpendStore::Redis(s) => s.failure_policy(),
+        }
+    }
+}
+
 /// An admitted request's hold on a budget; settle it with the real cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use = "settle the reservation with the real cost (or drop it to keep the estimate charged)"]

@@ -1,0 +1,143 @@
+//! The request controls of CONFIG.md (headers a client sends) and the
+//! response headers breakwater adds.
+
+use axum::http::{HeaderMap, HeaderValue};
+use breakwater::cache::CacheControl;
+use breakwater::client::CallMeta;
+use breakwater::error::Error;
+use breakwater::policy::ratelimit::Decision;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the client asked for in headers.
+#[derive(Debug, Clone, Default)]
+pub struct Controls {
+    /// `x-request-id`, or a new one.
+    pub request_id: Option<Arc<str>>,
+    /// `Cache-Control`.
+    pub cache_control: CacheControl,
+    /// `Idempotency-Key`.
+    pub idempotency_key: Option<String>,
+    /// `x-breakwater-timeout-ms`.
+    pub timeout: Option<Duration>,
+}
+
+/// Longest accepted `x-request-id` (longer ones are replaced).
+const MAX_REQUEST_ID: usize = 128;
+
+/// Reads the controls; a malformed timeout is an error naming the header.
+pub fn parse(h: &HeaderMap) -> Result<Controls, Error> {
+    let s = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let request_id = s("x-request-id")
+        .filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(Arc::from);
+    let cache_control = CacheControl::parse_all(h.get_all("cache-control").iter().filter_map(|v| v.to_str().ok()));
+    let idempotency_key = s("idempotency-key").filter(|v| !v.is_empty()).map(str::to_string);
+    let timeout = match s("x-breakwater-timeout-ms") {
+        None => None,
+        Some(v) => match v.parse::<u64>() {
+            Ok(ms) if ms > 0 && ms <= 3_600_000 => Some(Duration::from_millis(ms)),
+            _ => {
+                return Err(Error::invalid_param(
+                    "x-breakwater-timeout-ms",
+                    format!("`{v}` is not a number of milliseconds between 1 and 3600000"),
+                ));
+            }
+        },
+    };
+    Ok(Controls {
+        request_id,
+        cache_control,
+        idempotency_key,
+        timeout,
+    })
+}
+
+fn put(h: &mut HeaderMap, name: &'static str, v: &str) {
+    if let Ok(v) = HeaderValue::from_str(v) {
+        h.insert(name, v);
+    }
+}
+
+fn fmt_secs(d: Duration) -> String {
+    // OpenAI's style: "1s", "6m0s", "20ms".
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        let s = format!("{:.3}", d.as_secs_f64());
+        format!("{}s", s.trim_end_matches('0').trim_end_matches('.'))
+    } else {
+        format!("{}m{}s", ms / 60_000, (ms % 60_000) / 1000)
+    }
+}
+
+/// `x-ratelimit-*-requests` (or `-tokens`) from a limiter decision.
+pub fn ratelimit_headers(h: &mut HeaderMap, what: &str, d: &Decision) {
+    let (limit, remaining, reset): (&'static str, &'static str, &'static str) = match what {
+        "requests" => (
+            "x-ratelimit-limit-requests",
+            "x-ratelimit-remaining-requests",
+            "x-ratelimit-reset-requests",
+        ),
+        _ => (
+            "x-ratelimit-limit-tokens",
+            "x-ratelimit-remaining-tokens",
+            "x-ratelimit-reset-tokens",
+        ),
+    };
+    put(h, limit, &d.limit.to_string());
+    put(h, remaining, &d.remaining.to_string());
+    put(h, reset, &fmt_secs(d.reset_after));
+}
+
+/// The `x-breakwater-*` headers of a call.
+pub fn meta_headers(h: &mut HeaderMap, meta: &CallMeta) {
+    put(h, "x-request-id", &meta.request_id);
+    put(h, "x-breakwater-cache", meta.cache.as_str());
+    if let Some(t) = &meta.target {
+        put(h, "x-breakwater-target", t);
+    }
+    put(h, "x-breakwater-attempts", &meta.upstream_attempts().to_string());
+    if let Some(d) = &meta.degraded {
+        put(h, "x-breakwater-degraded", &d.header_value());
+    }
+    if meta.hedged {
+        put(h, "x-breakwater-hedged", "true");
+    }
+    if meta.coalesced {
+        put(h, "x-breakwater-coalesced", "true");
+    }
+    if meta.idempotent_replay {
+        put(h, "idempotent-replayed", "true");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controls_parse_and_refuse_bad_timeouts() {
+        let mut h = HeaderMap::new();
+        h.insert("x-request-id", HeaderValue::from_static("abc-1"));
+        h.insert("cache-control", HeaderValue::from_static("no-store"));
+        h.insert("idempotency-key", HeaderValue::from_static("k1"));
+        h.insert("x-breakwater-timeout-ms", HeaderValue::from_static("2500"));
+        let c = parse(&h).unwrap();
+        assert_eq!(c.request_id.as_deref(), Some("abc-1"));
+        assert!(c.cache_control.no_store);
+        assert_eq!(c.idempotency_key.as_deref(), Some("k1"));
+        assert_eq!(c.timeout, Some(Duration::from_millis(2500)));
+        h.insert("x-breakwater-timeout-ms", HeaderValue::from_static("soon"));
+        assert_eq!(parse(&h).unwrap_err().param.as_deref(), Some("x-breakwater-timeout-ms"));
+    }
+
+    #[test]
+    fn reset_durations_look_like_openais() {
+        assert_eq!(fmt_secs(Duration::from_millis(20)), "20ms");
+        assert_eq!(fmt_secs(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(fmt_secs(Duration::from_secs(2)), "2s");
+        assert_eq!(fmt_secs(Duration::from_secs(360)), "6m0s");
+    }
+}

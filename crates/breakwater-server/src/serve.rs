@@ -1,0 +1,225 @@
+//! Serving: the accept loop (HTTP/1.1 and HTTP/2 cleartext, `TCP_NODELAY`,
+//! header-read timeout and header limits against slow-loris), graceful
+//! shutdown (stop accepting, drain in-flight requests and streams up to the
+//! grace period), and reloads (SIGHUP, a changed file, or `POST
+//! /admin/reload`) with an atomic swap: a bad new config is refused and the
+//! old one stays.
+
+use crate::config::{self, GatewayConfig};
+use crate::live::Live;
+use crate::routes::common::Peer;
+use crate::state::{self, AppState};
+use arc_swap::ArcSwap;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// How the server starts.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The config file; `None` → zero-config start.
+    pub config: Option<PathBuf>,
+    /// Overrides `server.listen`.
+    pub listen: Option<String>,
+    /// Poll the config file for changes every this often (`None` = off).
+    pub watch: Option<Duration>,
+}
+
+/// A running server.
+pub struct Running {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its state.
+    pub app: Arc<AppState>,
+    /// Finishes when the server has stopped.
+    pub done: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Begins a graceful shutdown.
+    pub fn shutdown(&self) {
+        self.app.shutdown.cancel();
+    }
+
+    /// `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// Loads the configuration (or discovers one) — an error names the path.
+pub async fn load(opts: &Options) -> Result<(GatewayConfig, String), String> {
+    match &opts.config {
+        Some(path) => {
+            let mut cfg = config::load(path).map_err(|e| e.to_string())?;
+            if let Some(l) = &opts.listen {
+                cfg.server.listen.clone_from(l);
+            }
+            let origin = format!("from {}", path.display());
+            Ok((cfg, origin))
+        }
+        None => {
+            let listen = opts.listen.clone().unwrap_or_else(|| "127.0.0.1:8080".into());
+            Ok(crate::zero_config::config(&listen).await)
+        }
+    }
+}
+
+/// Starts serving `cfg` (already loaded) in the background.
+pub async fn start(cfg: GatewayConfig, origin: String, opts: &Options) -> Result<Running, String> {
+    let listen = cfg.server.listen.clone();
+    let gw = state::build(cfg, origin).map_err(|e| e.to_string())?;
+    let listener = TcpListener::bind(&listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let app = Arc::new(AppState {
+        gateway: ArcSwap::from_pointee(gw),
+        live: Live::new(),
+        started: std::time::Instant::now(),
+        config_path: opts.config.clone(),
+        shutdown: CancellationToken::new(),
+        reloads: Default::default(),
+        reload_failures: Default::default(),
+    });
+    if let (Some(every), Some(path)) = (opts.watch, opts.config.clone()) {
+        tokio::spawn(watch_file(app.clone(), path, every));
+    }
+    let done = tokio::spawn(accept_loop(listener, app.clone()));
+    Ok(Running { addr, app, done })
+}
+
+async fn accept_loop(listener: TcpListener, app: Arc<AppState>) {
+    let router = crate::routes::router(app.clone());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .max_headers(128)
+        .keep_alive(true);
+    builder.http2().max_header_list_size(64 * 1024);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = app.shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, don't spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = router.clone().layer(axum::Extension(Peer(peer)));
+        let svc = hyper_util::service::TowerToHyperService::new(svc);
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+            .into_owned();
+        let fut = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = fut.await;
+        });
+    }
+    drop(listener);
+    let grace = Duration::from_secs(app.gateway.load().config.server.shutdown_grace_s);
+    tracing::info!(grace_s = grace.as_secs(), "shutting down: draining in-flight requests");
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("all connections closed"),
+        _ = tokio::time::sleep(grace) => tracing::warn!("grace period over: closing the remaining connections"),
+    }
+}
+
+/// Re-reads the config file and swaps the gateway; the old one stays on
+/// any error.
+pub async fn reload(app: &AppState) -> Result<(), String> {
+    let Some(path) = &app.config_path else {
+        return Err("started without a config file: nothing to reload".into());
+    };
+    let result = async {
+        let mut cfg = config::load(path).map_err(|e| e.to_string())?;
+        // The listener stays where it is.
+        cfg.server.listen.clone_from(&app.gateway.load().config.server.listen);
+        let gw = state::build(cfg, format!("from {}", path.display())).map_err(|e| e.to_string())?;
+        app.gateway.store(Arc::new(gw));
+        Ok::<(), String>(())
+    }
+    .await;
+    match &result {
+        Ok(()) => {
+            app.reloads.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(path = %path.display(), "configuration reloaded");
+        }
+        Err(e) => {
+            app.reload_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, "reload refused: the previous configuration stays");
+        }
+    }
+    result
+}
+
+async fn watch_file(app: Arc<AppState>, path: PathBuf, every: Duration) {
+    let stamp = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut last = stamp(&path);
+    loop {
+        tokio::select! {
+            _ = app.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let now = stamp(&path);
+        if now.is_some() && now != last {
+            last = now;
+            let _ = reload(&app).await;
+        }
+    }
+}
+
+/// Runs until SIGTERM or Ctrl-C (reloading on SIGHUP), printing what it
+/// serves.
+pub async fn run(opts: Options) -> Result<(), String> {
+    let (cfg, origin) = load(&opts).await?;
+    let zero = opts.config.is_none();
+    let running = start(cfg, origin.clone(), &opts).await?;
+    let url = running.url();
+    eprintln!("breakwater gateway on {url}");
+    if zero {
+        eprintln!("no config file: zero-config start — {origin}");
+    } else {
+        eprintln!("configuration {origin}");
+    }
+    eprintln!(
+        "try: curl -s {url}/v1/chat/completions -H 'content-type: application/json' -d '{{\"model\":\"default\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'"
+    );
+    let app = running.app.clone();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+        let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = tokio::signal::ctrl_c() => break,
+                _ = hup.recv() => {
+                    let _ = reload(&app).await;
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    running.shutdown();
+    let _ = running.done.await;
+    Ok(())
+}
