@@ -1,0 +1,14 @@
+//! # breakwater-iot
+//!
+//! Natural-language commands for a home, on top of breakwater:
+//! - [`registry`]: the devices (YAML), validated, versioned by content hash;
+//! - [`understand`]: utterance → commands, through the model with a schema
+//!   generated from the registry, or the rule-based parser when no model
+//!   answers;
+//! - [`command`]: the command type and its check against the registry.
+#![warn(missing_docs)]
+
+pub mod command;
+pub mod registry;
+pub mod status;
+pub mod understand;
