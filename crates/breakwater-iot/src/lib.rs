@@ -8,7 +8,9 @@
 //! - [`command`]: the command type and its check against the registry.
 #![warn(missing_docs)]
 
+pub mod clock;
 pub mod command;
 pub mod registry;
 pub mod status;
+pub mod store;
 pub mod understand;
