@@ -10,6 +10,10 @@
 
 pub mod clock;
 pub mod command;
+pub mod config;
+pub mod devices;
+pub mod dispatch;
+pub mod mqtt;
 pub mod registry;
 pub mod status;
 pub mod store;
