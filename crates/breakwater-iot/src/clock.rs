@@ -2,6 +2,8 @@
 //! every stored time. Production reads the system clock; tests can use a
 //! clock that follows tokio's (pausable) time.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A source of "now" in UTC milliseconds.
@@ -17,6 +19,9 @@ pub enum Clock {
         /// The tokio instant it corresponds to.
         base: tokio::time::Instant,
     },
+    /// A time that only moves when told ([`Clock::advance`]); for tests
+    /// that span minutes or hours against real services.
+    Manual(Arc<AtomicI64>),
 }
 
 impl Default for Clock {
@@ -42,6 +47,18 @@ impl Clock {
         }
     }
 
+    /// A manual clock at `ms`.
+    pub fn manual(ms: i64) -> Self {
+        Clock::Manual(Arc::new(AtomicI64::new(ms)))
+    }
+
+    /// Moves a manual clock forward (no effect on the others).
+    pub fn advance(&self, ms: i64) {
+        if let Clock::Manual(t) = self {
+            t.fetch_add(ms, Ordering::SeqCst);
+        }
+    }
+
     /// Now, in UTC ms.
     pub fn now_ms(&self) -> i64 {
         match self {
@@ -49,6 +66,7 @@ impl Clock {
             Clock::Tokio { base_ms, base } => {
                 base_ms + i64::try_from(base.elapsed().as_millis()).unwrap_or(i64::MAX / 2)
             }
+            Clock::Manual(t) => t.load(Ordering::SeqCst),
         }
     }
 }

@@ -511,7 +511,8 @@ impl Store {
         }
     }
 
-    async fn find_idempotent(&self, user: &str, key: &str) -> StoreResult<Option<RequestRecord>> {
+    /// The request `user` made with `key`, if any.
+    pub async fn find_idempotent(&self, user: &str, key: &str) -> StoreResult<Option<RequestRecord>> {
         let sql = format!("SELECT {REQUEST_COLS} FROM iot_requests WHERE user_id = $1 AND idempotency_key = $2");
         let rec = with_pool!(self, p => {
             match sqlx::query(&sql).bind(user).bind(key).fetch_optional(p).await? {

@@ -23,7 +23,7 @@ use structured::{StructuredError, complete_structured};
 
 /// What an utterance means.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", content = "detail", rename_all = "snake_case")]
 pub enum Outcome {
     /// Commands to run.
     Commands(Vec<Command>),
