@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A source of "now" in UTC milliseconds.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub enum Clock {
     /// The system clock.
+    #[default]
     System,
     /// `base_ms` plus the tokio time elapsed since `base`: with
     /// `tokio::time::pause()`, time only moves when the test moves it.
@@ -22,12 +23,6 @@ pub enum Clock {
     /// A time that only moves when told ([`Clock::advance`]); for tests
     /// that span minutes or hours against real services.
     Manual(Arc<AtomicI64>),
-}
-
-impl Default for Clock {
-    fn default() -> Self {
-        Clock::System
-    }
 }
 
 /// The system clock now, in UTC ms.

@@ -14,6 +14,7 @@ pub mod config;
 pub mod devices;
 pub mod dispatch;
 pub mod error;
+pub mod eval;
 pub mod http;
 pub mod mqtt;
 pub mod ratelimit;

@@ -73,7 +73,9 @@ async fn the_audit_log_survives_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let store_url = common::sqlite_url(&dir);
     let cfg = config(store_url.clone(), broker.url());
-    let devices = run_simulated_devices(home(), &cfg.mqtt, DeviceFaults::default()).await.unwrap();
+    let devices = run_simulated_devices(home(), &cfg.mqtt, DeviceFaults::default())
+        .await
+        .unwrap();
 
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "crash_child", "--ignored", "--nocapture", "--test-threads=1"])
@@ -97,7 +99,11 @@ async fn the_audit_log_survives_kill_9() {
     let mut accepted = HashSet::new();
     let give_up = std::time::Instant::now() + Duration::from_secs(120);
     while acked.len() < 40 {
-        assert!(std::time::Instant::now() < give_up, "the child acknowledged only {}", acked.len());
+        assert!(
+            std::time::Instant::now() < give_up,
+            "the child acknowledged only {}",
+            acked.len()
+        );
         match rx.recv_timeout(Duration::from_secs(5)) {
             Ok(l) => {
                 if let Some(id) = l.strip_prefix("ACK ") {
@@ -142,7 +148,10 @@ async fn the_audit_log_survives_kill_9() {
         .filter_map(|e| e.command_id.as_deref())
         .collect();
     for id in &acked {
-        assert!(acked_in_log.contains(id.as_str()), "{id} acknowledged but not in the audit log");
+        assert!(
+            acked_in_log.contains(id.as_str()),
+            "{id} acknowledged but not in the audit log"
+        );
     }
     let uttered: HashSet<&str> = audit
         .iter()
@@ -150,7 +159,10 @@ async fn the_audit_log_survives_kill_9() {
         .filter_map(|e| e.request_id.as_deref())
         .collect();
     for id in &accepted {
-        assert!(uttered.contains(id.as_str()), "accepted request {id} is not in the audit log");
+        assert!(
+            uttered.contains(id.as_str()),
+            "accepted request {id} is not in the audit log"
+        );
     }
     println!(
         "after kill -9: {} acknowledged commands and {} accepted requests reported, all in the audit log",

@@ -53,7 +53,11 @@ async fn enqueue(store: &Store, tag: &str, n: usize, per_request: usize) -> Vec<
         let cmds: Vec<NewCommand> = (0..per_request.min(n - r * per_request))
             .map(|i| {
                 let k = r * per_request + i;
-                let action = if k % 2 == 0 { Action::TurnOn } else { Action::TurnOff };
+                let action = if k.is_multiple_of(2) {
+                    Action::TurnOn
+                } else {
+                    Action::TurnOff
+                };
                 NewCommand {
                     id: format!("cmd_{tag}_{k}"),
                     seq: i as i64,

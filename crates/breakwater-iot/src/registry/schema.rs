@@ -72,7 +72,11 @@ fn groups(reg: &Registry) -> BTreeMap<(Action, String), (ParamSpec, Vec<&str>)> 
     out
 }
 
-/// The schema of `{"commands": [...], "clarification": string|null}`.
+/// The schema of `{"commands": [...], "question": string|null}`.
+///
+/// Key names are chosen so that alphabetical order (how the schema is
+/// serialised, and so the order a grammar-constrained model writes them) is
+/// a good order to think in: the commands before the question.
 pub fn command_schema(reg: &Registry) -> Value {
     let null = json!({"type": "null"});
     let mut branches = Vec::new();
@@ -113,9 +117,9 @@ pub fn command_schema(reg: &Registry) -> Value {
         "type": "object",
         "properties": {
             "commands": {"type": "array", "items": {"anyOf": branches}, "maxItems": MAX_COMMANDS},
-            "clarification": {"type": ["string", "null"]}
+            "question": {"type": ["string", "null"], "maxLength": 200}
         },
-        "required": ["commands", "clarification"],
+        "required": ["commands", "question"],
         "additionalProperties": false
     })
 }

@@ -94,7 +94,7 @@ fn the_schema_only_admits_real_devices_actions_and_ranges() {
         {"device": "master_bedroom_light", "action": "set_brightness", "value": 30, "delta": null, "at": null},
         {"device": "thermostat", "action": "set_temperature", "value": 21.5, "delta": null,
          "at": {"time": "07:00", "day": "tomorrow"}}
-    ], "clarification": null});
+    ], "question": null});
     assert!(
         v.is_valid(&ok),
         "{:?}",
@@ -107,7 +107,7 @@ fn the_schema_only_admits_real_devices_actions_and_ranges() {
         serde_json::json!({"device": "alarm", "action": "arm", "value": "party", "delta": null, "at": null}),
         serde_json::json!({"device": "oven", "action": "turn_on", "value": null, "delta": null, "at": {"time": "7am", "day": "next"}}),
     ] {
-        let doc = serde_json::json!({"commands": [bad.clone()], "clarification": null});
+        let doc = serde_json::json!({"commands": [bad.clone()], "question": null});
         assert!(!v.is_valid(&doc), "accepted {bad}");
     }
 }

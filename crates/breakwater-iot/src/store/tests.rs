@@ -317,7 +317,7 @@ async fn two_instances_never_claim_the_same_command() {
     let n = 400;
     for chunk in 0..(n / 50) {
         let r = request(&format!("req_{chunk}"), "alice", None, RequestStatus::Dispatched, 0);
-        let cmds: Vec<NewCommand> = (0..50)
+        let cmds: Vec<NewCommand> = (0..50i64)
             .map(|i| {
                 let status = if i % 2 == 0 {
                     CommandStatus::Queued

@@ -224,7 +224,7 @@ impl Understander {
             model: self.model.clone(),
             messages: vec![Message::system(self.prompt.clone()), Message::user(utterance)],
             temperature: Some(0.0),
-            max_tokens: Some(512),
+            max_tokens: Some(384),
             ..Default::default()
         };
         let reg = self.reg.clone();
@@ -252,7 +252,7 @@ impl Understander {
             .unwrap_or_default();
         let clarification = s
             .value
-            .get("clarification")
+            .get("question")
             .and_then(Value::as_str)
             .map(str::trim)
             .filter(|c| !c.is_empty())

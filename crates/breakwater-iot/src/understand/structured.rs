@@ -34,7 +34,7 @@ pub enum StructuredError {
         /// The last answer, for the audit log.
         raw: String,
         /// The last reply.
-        reply: LlmReply,
+        reply: Box<LlmReply>,
     },
 }
 
@@ -133,7 +133,11 @@ pub async fn complete_structured(
             }
         };
         if calls >= 2 {
-            return Err(StructuredError::Invalid { problems, raw, reply });
+            return Err(StructuredError::Invalid {
+                problems,
+                raw,
+                reply: Box::new(reply),
+            });
         }
         req.messages.push(Message::assistant(raw));
         req.messages.push(Message::user(format!(
