@@ -79,7 +79,8 @@ async fn commands_are_acknowledged_and_lost_messages_retried_with_the_same_id() 
     let broker = Mosquitto::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&sqlite_url(&dir)).await.unwrap();
-    let cfg = mqtt(&broker, 300, 10);
+    // 40 attempts: a command fails one with p ≈ 0.5, all 40 with p ≈ 1e-12
+    let cfg = mqtt(&broker, 300, 40);
     // a third of the messages are lost, a third of the acks too, some are duplicated
     let faults = DeviceFaults {
         drop: 0.3,

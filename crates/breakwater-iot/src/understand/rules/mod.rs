@@ -724,6 +724,14 @@ impl RuleParser {
             ));
         }
         c.verb = detect_verb(&rest.iter().map(|(_, w)| *w).collect::<Vec<_>>(), c.amount.is_some());
+        // "arm the alarm for the night": with "arm", a mode word anywhere is the mode
+        if c.verb == Some(Verb::Arm) && c.mode.is_none() {
+            c.mode = rest
+                .iter()
+                .map(|(_, w)| *w)
+                .find(|w| self.is_mode(w))
+                .map(str::to_string);
+        }
         if c.verb == Some(Verb::Down)
             && c.comparative == Some(Comparative::Lower)
             && rest.iter().filter(|(_, w)| *w == "lower").count() == 1
