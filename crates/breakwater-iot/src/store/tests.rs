@@ -348,10 +348,15 @@ async fn two_instances_never_claim_the_same_command() {
         }
         mine
     };
-    let (x, y) = tokio::join!(
-        tokio::spawn(worker(a.clone(), "a")),
-        tokio::spawn(worker(b.clone(), "b"))
-    );
+    let both = async {
+        tokio::join!(
+            tokio::spawn(worker(a.clone(), "a")),
+            tokio::spawn(worker(b.clone(), "b"))
+        )
+    };
+    let (x, y) = tokio::time::timeout(std::time::Duration::from_secs(60), both)
+        .await
+        .expect("bounded in time");
     let (x, y) = (x.unwrap(), y.unwrap());
     let mut all: Vec<String> = x.iter().chain(y.iter()).cloned().collect();
     let unique: HashSet<&String> = all.iter().collect();

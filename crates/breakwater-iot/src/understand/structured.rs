@@ -8,7 +8,7 @@
 //! explainable error) and can be swapped for it when that lands.
 
 use super::llm::{LlmBackend, LlmReply};
-use breakwater::types::{ChatRequest, JsonSchemaFormat, Message, ResponseFormat};
+use breakwater::types::{ChatRequest, FinishReason, JsonSchemaFormat, Message, ResponseFormat};
 use serde_json::Value;
 
 /// A schema-valid, domain-valid answer and how it was obtained.
@@ -119,7 +119,12 @@ pub async fn complete_structured(
         calls += 1;
         let reply = backend.complete(req.clone()).await.map_err(StructuredError::Backend)?;
         let raw = reply.response.text();
+        let cut = reply.response.finish_reason() == Some(&FinishReason::Length);
         let problems = match extract_json(&raw) {
+            // say why it is not JSON: the repair then asks for a complete, shorter answer
+            Err(_) if cut => {
+                vec!["the answer was cut off at the token limit; answer with fewer, complete commands".to_string()]
+            }
             Err(p) => vec![p],
             Ok(value) => {
                 let mut p = schema_problems(validator, &value);

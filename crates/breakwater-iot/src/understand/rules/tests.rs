@@ -86,6 +86,8 @@ fn arbitrary_input_never_panics() {
         "in in in",
         "in 0 minutes turn on the kettle",
         "turn on the kettle in 99999999999999999999 minutes",
+        "turn on the kettle in 99999999999 hours",
+        "turn on the kettle at 4294967296:00",
         "set the heating to 1e400",
         "dim the lights to -5%",
         "at 99:99",
@@ -102,4 +104,86 @@ fn arbitrary_input_never_panics() {
         p.parse(&long),
         Outcome::NotUnderstood(_) | Outcome::Commands(_)
     ));
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const WORDS: &[&str] = &[
+        "turn",
+        "on",
+        "off",
+        "the",
+        "all",
+        "everything",
+        "lights",
+        "light",
+        "kitchen",
+        "bedroom",
+        "front door",
+        "unlock",
+        "lock",
+        "disarm",
+        "alarm",
+        "oven",
+        "set",
+        "to",
+        "30",
+        "%",
+        "degrees",
+        "at",
+        "7",
+        "am",
+        "tomorrow",
+        "in",
+        "10",
+        "minutes",
+        "and",
+        "dim",
+        "brighter",
+        "a bit",
+        "by",
+        "-5",
+        "1e9",
+        "upstairs",
+        "downstairs",
+        "open",
+        "garage door",
+        "it",
+        "ignore",
+        "please",
+        "xyzzy",
+        "🔥",
+        ",",
+        "then",
+        "halfway",
+        "warm white",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Whatever the words, the parser answers without panicking, every
+        /// command it produces is valid for the registry, and an unlock or
+        /// disarm only ever comes from an utterance that asks for it.
+        #[test]
+        fn any_word_salad_is_safe(idx in proptest::collection::vec(0..WORDS.len(), 0..14)) {
+            let text: Vec<&str> = idx.iter().map(|&i| WORDS[i]).collect();
+            let text = text.join(" ");
+            static P: std::sync::OnceLock<(Registry, RuleParser)> = std::sync::OnceLock::new();
+            let (reg, parser) = P.get_or_init(|| (crate::registry::tests::home(), parser()));
+            if let Outcome::Commands(cmds) = parser.parse(&text) {
+                for c in &cmds {
+                    prop_assert!(check_command(reg, c).is_ok(), "{text:?} gave invalid {c}");
+                    if c.action == Action::Unlock {
+                        prop_assert!(text.contains("unlock"), "{text:?} unlocked");
+                    }
+                    if c.action == Action::Disarm {
+                        prop_assert!(text.contains("disarm") || text.contains("alarm"), "{text:?} disarmed");
+                    }
+                }
+            }
+        }
+    }
 }

@@ -214,7 +214,7 @@ pub(crate) fn take_time(tokens: &mut Vec<String>) -> Result<TimeFound, String> {
                     } else {
                         minutes_unit(t(unit_at)).unwrap_or(1)
                     };
-                    in_minutes = Some(n * mult);
+                    in_minutes = Some(n.saturating_mul(mult));
                     for k in keep.iter_mut().take(unit_at + 1).skip(i) {
                         *k = false;
                     }
