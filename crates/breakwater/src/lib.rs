@@ -11,6 +11,9 @@
 //! - [`provider`]: the [`provider::Provider`] trait and its adapters;
 //! - [`wire`]: pure translations between the canonical types and the
 //!   Anthropic and Gemini wire formats, both directions;
+//! - [`cache`]: the exact-match response cache (memory → Redis), invalidation, stale-if-error;
+//! - [`coalesce`]: identical in-flight requests share one upstream call;
+//! - [`idempotency`]: `Idempotency-Key` replay, across instances through Redis;
 //! - [`policy`]: timeouts and deadlines (and the other resilience policies);
 //! - [`simulator`]: a deterministic fake LLM with fault injection.
 //!
@@ -30,13 +33,20 @@
 
 #![warn(missing_docs)]
 
+pub mod cache;
+pub mod client;
+pub mod coalesce;
 pub mod error;
+pub mod idempotency;
+pub mod mode;
 pub mod policy;
 pub mod provider;
 pub mod redis_store;
+pub mod route;
 pub mod secret;
 pub mod simulator;
 pub mod sse;
+pub mod structured;
 pub mod types;
 pub mod wire;
 

@@ -1,0 +1,288 @@
+//! Calling one target: admission, the call under the deadline, recording
+//! the outcome, and retries at the same target.
+
+use super::Inner;
+use super::meta::AttemptRecord;
+use super::target::{Admission, Target};
+use crate::error::{Error, ErrorKind, Result, TimeoutPhase};
+use crate::policy::retry::RetryDecision;
+use crate::policy::timeout::run_until;
+use crate::provider::{CallOptions, ChatStream};
+use crate::types::{ChatChunk, ChatRequest, ChatResponse};
+use futures::StreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How one target is tried.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TryOpts {
+    pub deadline: Instant,
+    /// Other targets remain after this one (long waits fail over instead).
+    pub others_left: bool,
+    /// This is a hedge.
+    pub hedge: bool,
+    /// Let the first call through an open breaker.
+    pub force_probe: bool,
+}
+
+/// Tokens to reserve before the call: the prompt plus the answer's cap
+/// (or the expected answer length).
+pub(crate) fn token_estimate(req: &ChatRequest) -> u64 {
+    u64::from(req.estimate_prompt_tokens()) + u64::from(crate::mode::expected_output_tokens(req))
+}
+
+/// What to do after a failed attempt at a target.
+enum Next {
+    RetryAfter(Duration),
+    Stop,
+}
+
+fn after_error(
+    inner: &Inner,
+    target: &Target,
+    err: &Error,
+    attempt: u32,
+    prev_wait: Option<Duration>,
+    o: &TryOpts,
+) -> Next {
+    // Local refusals (limiter, bulkhead, breaker) are not retried here, nor
+    // is a target whose breaker this failure just opened: the router moves on.
+    if is_local(err) || !target.breaker.allows_calls() {
+        return Next::Stop;
+    }
+    let d = inner
+        .rng
+        .with(|rng| inner.retry.decide(err, attempt, prev_wait, Some(o.deadline), rng));
+    match d {
+        RetryDecision::Retry { after } => {
+            if o.others_left && after.as_millis() as u64 > inner.cfg.max_wait_before_failover_ms {
+                return Next::Stop;
+            }
+            if !inner.budget.try_withdraw() {
+                return Next::Stop;
+            }
+            Next::RetryAfter(after)
+        }
+        RetryDecision::GiveUp(_) => Next::Stop,
+    }
+}
+
+/// Errors breakwater produced itself before sending anything.
+pub(crate) fn is_local(e: &Error) -> bool {
+    use crate::policy::concurrency::CODE_BULKHEAD_FULL;
+    use crate::policy::ratelimit::{CODE_LOCAL_LIMIT, CODE_STORE_DOWN, CODE_TOO_LARGE};
+    e.kind == ErrorKind::CircuitOpen
+        || e.code
+            .as_deref()
+            .is_some_and(|c| [CODE_BULKHEAD_FULL, CODE_LOCAL_LIMIT, CODE_STORE_DOWN, CODE_TOO_LARGE].contains(&c))
+}
+
+fn observe_failure(t: &Target, e: &Error) {
+    let cooldown = match e.kind {
+        ErrorKind::RateLimited | ErrorKind::Overloaded => e.retry_after,
+        _ => None,
+    };
+    t.stats.observe_failure(e.kind, cooldown);
+}
+
+/// A complete answer from `target`, retrying it per the policy, with the
+/// log of its attempts.
+pub(crate) async fn complete(
+    inner: &Inner,
+    target: &Arc<Target>,
+    req: &ChatRequest,
+    request_id: &Arc<str>,
+    o: TryOpts,
+) -> (Result<ChatResponse>, Vec<AttemptRecord>) {
+    let mut log = Vec::new();
+    let r = complete_into(inner, target, req, request_id, o, &mut log).await;
+    (r, log)
+}
+
+async fn complete_into(
+    inner: &Inner,
+    target: &Arc<Target>,
+    req: &ChatRequest,
+    request_id: &Arc<str>,
+    o: TryOpts,
+    log: &mut Vec<AttemptRecord>,
+) -> Result<ChatResponse> {
+    let mut attempt = 0u32;
+    let mut prev_wait = None;
+    let mut force = o.force_probe;
+    loop {
+        attempt += 1;
+        let started = Instant::now();
+        let adm = match target
+            .admit(
+                token_estimate(req),
+                o.deadline,
+                Duration::from_millis(inner.cfg.max_limiter_wait_ms),
+                std::mem::take(&mut force),
+            )
+            .await
+        {
+            Ok(a) => a,
+            Err(e) => {
+                log.push(AttemptRecord::failed(&target.id, &e, started.elapsed(), o.hedge, true));
+                return Err(e);
+            }
+        };
+        let mut r = req.clone();
+        r.model.clone_from(&target.model);
+        r.stream = None;
+        let opts = CallOptions {
+            deadline: Some(o.deadline),
+            request_id: Some(request_id.clone()),
+        };
+        let res = {
+            let _busy = target.stats.start();
+            run_until(Some(o.deadline), TimeoutPhase::Total, target.provider.chat(&r, &opts)).await
+        };
+        let used = res
+            .as_ref()
+            .ok()
+            .and_then(|r| r.usage.as_ref())
+            .map_or(0, |u| u64::from(u.total_tokens));
+        adm.finish(&res, used).await;
+        match res {
+            Ok(resp) => {
+                let took = started.elapsed();
+                target.stats.observe_success(took);
+                target.stats.observe_ttft(took);
+                log.push(AttemptRecord::ok(&target.id, took, o.hedge));
+                return Ok(resp);
+            }
+            Err(e) => {
+                observe_failure(target, &e);
+                log.push(AttemptRecord::failed(&target.id, &e, started.elapsed(), o.hedge, false));
+                match after_error(inner, target, &e, attempt, prev_wait, &o) {
+                    Next::RetryAfter(wait) => {
+                        prev_wait = Some(wait);
+                        tokio::time::sleep(wait).await;
+                    }
+                    Next::Stop => return Err(e),
+                }
+            }
+        }
+    }
+}
+
+/// A stream that has produced its first output: the chunks read so far,
+/// the rest, and what must be recorded when it ends.
+pub(crate) struct Opened {
+    pub target: Arc<Target>,
+    pub prefix: Vec<ChatChunk>,
+    pub rest: ChatStream,
+    pub admission: Admission,
+    pub started: Instant,
+    pub ttft: Duration,
+}
+
+/// Opens a stream at `target` and reads until its first output, retrying
+/// per the policy: a stream is retried only before anything reached the
+/// caller. Returns the log of its attempts too.
+pub(crate) async fn open_stream(
+    inner: &Inner,
+    target: &Arc<Target>,
+    req: &ChatRequest,
+    request_id: &Arc<str>,
+    o: TryOpts,
+) -> (Result<Opened>, Vec<AttemptRecord>) {
+    let mut log = Vec::new();
+    let r = open_into(inner, target, req, request_id, o, &mut log).await;
+    (r, log)
+}
+
+async fn open_into(
+    inner: &Inner,
+    target: &Arc<Target>,
+    req: &ChatRequest,
+    request_id: &Arc<str>,
+    o: TryOpts,
+    log: &mut Vec<AttemptRecord>,
+) -> Result<Opened> {
+    let mut attempt = 0u32;
+    let mut prev_wait = None;
+    let mut force = o.force_probe;
+    loop {
+        attempt += 1;
+        let started = Instant::now();
+        let adm = match target
+            .admit(
+                token_estimate(req),
+                o.deadline,
+                Duration::from_millis(inner.cfg.max_limiter_wait_ms),
+                std::mem::take(&mut force),
+            )
+            .await
+        {
+            Ok(a) => a,
+            Err(e) => {
+                log.push(AttemptRecord::failed(&target.id, &e, started.elapsed(), o.hedge, true));
+                return Err(e);
+            }
+        };
+        let mut r = req.clone();
+        r.model.clone_from(&target.model);
+        r.stream = Some(true);
+        let opts = CallOptions {
+            deadline: Some(o.deadline),
+            request_id: Some(request_id.clone()),
+        };
+        let first = {
+            let _busy = target.stats.start();
+            run_until(Some(o.deadline), TimeoutPhase::FirstToken, async {
+                let mut s = target.provider.chat_stream(&r, &opts).await?;
+                let mut prefix = Vec::new();
+                loop {
+                    match s.next().await {
+                        Some(Ok(c)) => {
+                            let out = c.has_output();
+                            prefix.push(c);
+                            if out {
+                                return Ok((prefix, s));
+                            }
+                        }
+                        Some(Err(e)) => return Err(e),
+                        None => {
+                            return Err(Error::network(
+                                crate::error::TransportCause::Truncated,
+                                "the stream ended before its first token",
+                            ));
+                        }
+                    }
+                }
+            })
+            .await
+        };
+        match first {
+            Ok((prefix, rest)) => {
+                let ttft = started.elapsed();
+                target.stats.observe_ttft(ttft);
+                log.push(AttemptRecord::ok(&target.id, ttft, o.hedge));
+                return Ok(Opened {
+                    target: target.clone(),
+                    prefix,
+                    rest,
+                    admission: adm,
+                    started,
+                    ttft,
+                });
+            }
+            Err(e) => {
+                adm.finish_err(&e, 0).await;
+                observe_failure(target, &e);
+                log.push(AttemptRecord::failed(&target.id, &e, started.elapsed(), o.hedge, false));
+                match after_error(inner, target, &e, attempt, prev_wait, &o) {
+                    Next::RetryAfter(wait) => {
+                        prev_wait = Some(wait);
+                        tokio::time::sleep(wait).await;
+                    }
+                    Next::Stop => return Err(e),
+                }
+            }
+        }
+    }
+}
