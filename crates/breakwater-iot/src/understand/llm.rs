@@ -1,9 +1,10 @@
-//! The LLM behind understanding, as a small trait: today a plain
-//! [`breakwater::provider::DynProvider`]; tomorrow the library's assembled
-//! resilient client, which reports which target answered, after how many
-//! attempts, and whether a degraded path did.
+//! The LLM behind understanding, as a small trait, implemented for a plain
+//! [`breakwater::provider::DynProvider`] and for the library's assembled
+//! resilient [`breakwater::client::Client`], which reports which target
+//! answered, after how many attempts, and whether a degraded path did.
 
 use async_trait::async_trait;
+use breakwater::client::{Client, RequestOptions};
 use breakwater::provider::{CallOptions, DynProvider};
 use breakwater::types::{ChatRequest, ChatResponse};
 use std::sync::Arc;
@@ -46,6 +47,23 @@ impl LlmBackend for DynProvider {
             response,
             attempts: 1,
             degraded: false,
+        })
+    }
+}
+
+/// Through the resilient client: `req.model` is the alias (`iot.model`);
+/// retries, failover, breakers and the degradation chain happen inside, and
+/// the reply says where the answer came from.
+#[async_trait]
+impl LlmBackend for Client {
+    async fn complete(&self, req: ChatRequest) -> Result<LlmReply, breakwater::Error> {
+        let alias = req.model.clone();
+        let out = self.chat(req, RequestOptions::default()).await?;
+        Ok(LlmReply {
+            response: (*out.response).clone(),
+            target: out.meta.target.as_deref().map(str::to_string).unwrap_or(alias),
+            attempts: u32::try_from(out.meta.upstream_attempts()).unwrap_or(u32::MAX),
+            degraded: out.meta.degraded.is_some(),
         })
     }
 }
