@@ -111,7 +111,11 @@ impl IotService {
     /// connects to the broker and starts the scheduler. `backend` answers
     /// the model requests (model `config.model`); `None` = rules only.
     pub async fn start(config: IotConfig, backend: Option<DynBackend>) -> Result<IotService, StartError> {
-        let registry = Arc::new(Registry::load(&config.registry)?);
+        let path = config.registry.display().to_string();
+        let text = tokio::fs::read_to_string(&config.registry)
+            .await
+            .map_err(|source| RegistryError::Io { path, source })?;
+        let registry = Arc::new(Registry::from_yaml(&text)?);
         Self::start_with(config, registry, backend, Clock::System).await
     }
 

@@ -569,3 +569,21 @@ async fn two_instances_on_postgres_dispatch_each_command_once() {
     b.shutdown().await;
     devices.stop().await;
 }
+
+#[tokio::test]
+async fn start_refuses_a_bad_config_or_registry_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = IotConfig::new(dir.path().join("missing.yaml"));
+    c.store = common::sqlite_url(&dir);
+    let e = IotService::start(c.clone(), None).await.unwrap_err();
+    assert!(e.to_string().contains("missing.yaml"), "{e}");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "floors: []\nrooms: []\ndevices: []\n").unwrap();
+    c.registry = bad;
+    let e = IotService::start(c.clone(), None).await.unwrap_err();
+    assert!(e.to_string().contains("devices: the registry has no devices"), "{e}");
+    c.registry = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/home.yaml").into();
+    c.mqtt.topic_prefix = "home/#".into();
+    let e = IotService::start(c, None).await.unwrap_err();
+    assert!(e.to_string().starts_with("iot.mqtt.topic_prefix"), "{e}");
+}
