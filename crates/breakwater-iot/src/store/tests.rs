@@ -2,6 +2,7 @@
 //! a fresh PostgreSQL database per test.
 
 use super::*;
+use crate::command::Command;
 use crate::registry::Action;
 use breakwater_testkit::PgDatabase;
 use serde_json::json;
