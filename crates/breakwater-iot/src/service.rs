@@ -25,6 +25,19 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// A command in words: "unlock front door", "set temperature oven to 200".
+pub fn describe(reg: &Registry, c: &crate::command::Command) -> String {
+    let name = reg.device(&c.device).map_or(c.device.as_str(), |d| d.name.as_str());
+    let mut s = format!("{} {name}", c.action.as_str().replace('_', " "));
+    if let Some(v) = &c.value {
+        s.push_str(&format!(" to {v}"));
+    }
+    if let Some(d) = c.delta {
+        s.push_str(&format!(" by {d:+}"));
+    }
+    s
+}
+
 /// Longest accepted utterance, in characters.
 pub const MAX_TEXT_CHARS: usize = 1000;
 
@@ -390,7 +403,7 @@ impl IotService {
                 let what: Vec<String> = cmds
                     .iter()
                     .filter(|c| is_sensitive(reg, c))
-                    .map(ToString::to_string)
+                    .map(|c| describe(reg, c))
                     .collect();
                 message = Some(format!(
                     "Please confirm within {} s: {}",
@@ -408,7 +421,7 @@ impl IotService {
         if u.info.fallback {
             let note = "understood without the language model (rule-based fallback)";
             message = Some(match message {
-                Some(m) => format!("{m} ({note})"),
+                Some(m) => format!("{m} — {note}"),
                 None => format!("Done, {note}."),
             });
         }
