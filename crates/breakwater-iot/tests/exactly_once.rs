@@ -116,57 +116,75 @@ async fn commands_are_acknowledged_and_lost_messages_retried_with_the_same_id() 
     devices.stop().await;
 }
 
+/// 1,000 commands, the broker SIGKILLed while they are on their way and 400
+/// more queued while it is down; `dispatchers` instances share the store.
+async fn broker_restart(store_url: &str, dispatchers: usize) {
+    let mut broker = Mosquitto::start_with(true).await.unwrap();
+    let store = Store::open(store_url).await.unwrap();
+    let cfg = mqtt(&broker, 2_000, 30);
+    let faults = DeviceFaults {
+        duplicate: 0.05,
+        seed: 7,
+        ..Default::default()
+    };
+    let devices = run_simulated_devices(home(), &cfg, faults).await.unwrap();
+    let mut instances = Vec::new();
+    for _ in 0..dispatchers {
+        let s = Store::open(store_url).await.unwrap();
+        let d = Dispatcher::start(s, Clock::System, &cfg, CancellationToken::new()).unwrap();
+        assert!(d.wait_connected(Duration::from_secs(10)).await);
+        instances.push(d);
+    }
+
+    let mut ids = enqueue(&store, "before", 600, 50).await;
+    instances.iter().for_each(Dispatcher::notify);
+    // kill the broker while commands are on their way
+    eventually(Duration::from_secs(60), "some commands acknowledged", || async {
+        store.count_commands(CommandStatus::Acknowledged).await.unwrap() >= 100
+    })
+    .await;
+    broker.kill();
+    let acked_at_kill = store.count_commands(CommandStatus::Acknowledged).await.unwrap();
+    // more commands arrive while it is down: they wait in the outbox
+    ids.extend(enqueue(&store, "during", 400, 50).await);
+    instances.iter().for_each(Dispatcher::notify);
+    broker.restart().await.unwrap();
+    eventually(Duration::from_secs(90), "all 1000 acknowledged", || async {
+        store.count_commands(CommandStatus::Acknowledged).await.unwrap() == 1000
+    })
+    .await;
+
+    assert_eq!(ids.len(), 1000);
+    let apps = devices.all_applications();
+    let missing: Vec<&String> = ids.iter().filter(|id| !apps.contains_key(*id)).collect();
+    let repeated: Vec<(&String, &u32)> = apps.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(missing.is_empty(), "{} commands never applied", missing.len());
+    assert!(repeated.is_empty(), "commands applied more than once: {repeated:?}");
+    assert_eq!(devices.total_applied(), 1000);
+    let dups: u64 = devices.all_counters().values().map(|c| c.duplicates).sum();
+    println!(
+        "{} ({dispatchers} dispatcher(s)): {acked_at_kill} of 1000 acknowledged when the broker was killed; \
+         every command applied exactly once; {dups} redeliveries recognised by id",
+        store.engine()
+    );
+    for d in instances {
+        d.shutdown().await;
+    }
+    devices.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_restart_with_1000_commands_in_flight_loses_and_repeats_nothing() {
-    let test = async {
-        let mut broker = Mosquitto::start_with(true).await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&sqlite_url(&dir)).await.unwrap();
-        let cfg = mqtt(&broker, 2_000, 30);
-        let faults = DeviceFaults {
-            duplicate: 0.05,
-            seed: 7,
-            ..Default::default()
-        };
-        let devices = run_simulated_devices(home(), &cfg, faults).await.unwrap();
-        let stop = CancellationToken::new();
-        let dispatcher = Dispatcher::start(store.clone(), Clock::System, &cfg, stop.clone()).unwrap();
-        assert!(dispatcher.wait_connected(Duration::from_secs(10)).await);
+    let dir = tempfile::tempdir().unwrap();
+    tokio::time::timeout(Duration::from_secs(240), broker_restart(&sqlite_url(&dir), 1))
+        .await
+        .expect("the test is bounded in time");
+}
 
-        let mut ids = enqueue(&store, "before", 600, 50).await;
-        dispatcher.notify();
-        // kill the broker while commands are on their way
-        eventually(Duration::from_secs(60), "some commands acknowledged", || async {
-            store.count_commands(CommandStatus::Acknowledged).await.unwrap() >= 100
-        })
-        .await;
-        broker.kill();
-        let acked_at_kill = store.count_commands(CommandStatus::Acknowledged).await.unwrap();
-        // more commands arrive while it is down: they wait in the outbox
-        ids.extend(enqueue(&store, "during", 400, 50).await);
-        dispatcher.notify();
-        broker.restart().await.unwrap();
-        eventually(Duration::from_secs(90), "all 1000 acknowledged", || async {
-            store.count_commands(CommandStatus::Acknowledged).await.unwrap() == 1000
-        })
-        .await;
-
-        assert_eq!(ids.len(), 1000);
-        let apps = devices.all_applications();
-        let missing: Vec<&String> = ids.iter().filter(|id| !apps.contains_key(*id)).collect();
-        let repeated: Vec<(&String, &u32)> = apps.iter().filter(|(_, n)| **n != 1).collect();
-        assert!(missing.is_empty(), "{} commands never applied", missing.len());
-        assert!(repeated.is_empty(), "commands applied more than once: {repeated:?}");
-        assert_eq!(devices.total_applied(), 1000);
-        let dups: u64 = devices.all_counters().values().map(|c| c.duplicates).sum();
-        println!(
-            "1000 commands: {acked_at_kill} acknowledged when the broker was killed; every command applied \
-             exactly once; {dups} redeliveries recognised by id"
-        );
-        dispatcher.shutdown().await;
-        devices.stop().await;
-    };
-    tokio::time::timeout(Duration::from_secs(240), test)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_postgres_through_a_broker_restart_apply_each_command_once() {
+    let db = breakwater_testkit::PgDatabase::create().unwrap();
+    tokio::time::timeout(Duration::from_secs(240), broker_restart(&db.url(), 2))
         .await
         .expect("the test is bounded in time");
 }
