@@ -1,6 +1,7 @@
 //! `breakwater`: the one binary.
 
 mod chat;
+mod iot;
 mod serve;
 mod simulate;
 
@@ -25,6 +26,9 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Run the fault-injecting LLM simulator as an HTTP server.
     Simulate(simulate::SimulateArgs),
+    /// Talk to the IoT command system ("dim the bedroom lights"), read its
+    /// log, or run simulated devices.
+    Iot(iot::IotArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +53,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Chat(a) => chat::run(a).await,
             Command::Simulate(a) => simulate::run(a).await,
+            Command::Iot(a) => iot::run(a).await,
             Command::Serve(_) | Command::CheckConfig(_) => ExitCode::SUCCESS,
         }
     })

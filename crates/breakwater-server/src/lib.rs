@@ -18,6 +18,7 @@ pub mod config;
 pub mod controls;
 pub mod embed_batch;
 pub mod errors;
+pub mod iot;
 pub mod live;
 pub mod metrics;
 pub mod routes;

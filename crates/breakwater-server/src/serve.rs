@@ -87,7 +87,16 @@ pub async fn start(cfg: GatewayConfig, origin: String, opts: &Options) -> Result
         shutdown: CancellationToken::new(),
         reloads: Default::default(),
         reload_failures: Default::default(),
+        iot: Default::default(),
     });
+    let iot_cfg = app.gateway.load().config.iot.clone();
+    if let Some(iot_cfg) = iot_cfg {
+        let backend: breakwater_iot::understand::llm::DynBackend = Arc::new(crate::iot::CurrentClient(app.clone()));
+        let svc = breakwater_iot::IotService::start(iot_cfg, Some(backend))
+            .await
+            .map_err(|e| format!("iot: {e}"))?;
+        let _ = app.iot.set(svc);
+    }
     if let (Some(every), Some(path)) = (opts.watch, opts.config.clone()) {
         tokio::spawn(watch_file(app.clone(), path, every));
     }
@@ -136,6 +145,9 @@ async fn accept_loop(listener: TcpListener, app: Arc<AppState>) {
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections closed"),
         _ = tokio::time::sleep(grace) => tracing::warn!("grace period over: closing the remaining connections"),
+    }
+    if let Some(iot) = app.iot.get() {
+        iot.shutdown().await;
     }
 }
 

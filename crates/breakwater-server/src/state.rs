@@ -62,6 +62,9 @@ pub struct AppState {
     pub reloads: std::sync::atomic::AtomicU64,
     /// Reloads refused (the old configuration stayed).
     pub reload_failures: std::sync::atomic::AtomicU64,
+    /// The IoT command system, when `iot:` is configured (started once; a
+    /// reload does not restart it).
+    pub iot: std::sync::OnceLock<breakwater_iot::IotService>,
 }
 
 /// Why a configuration could not be built.

@@ -210,6 +210,18 @@ pub fn validate(cfg: &GatewayConfig, source: &str) -> Result<(), ConfigError> {
     if cfg.health.probe_interval_s == 0 {
         return Err(e("health.probe_interval_s".into(), "must be at least 1".into()));
     }
+    if let Some(iot) = &cfg.iot {
+        iot.validate().map_err(|r| {
+            // The IoT section's messages start with the key's path.
+            match r.split_once(": ") {
+                Some((k, why)) if k.starts_with("iot") && !k.contains(' ') => e(k.to_string(), why.to_string()),
+                _ => e("iot".to_string(), r.clone()),
+            }
+        })?;
+        if !aliases.contains(iot.model.as_str()) && cfg.server.passthrough_provider.is_none() {
+            return Err(e("iot.model".into(), format!("no model alias named `{}`", iot.model)));
+        }
+    }
     if let Some(keys) = &cfg.keys {
         let mut names = BTreeSet::new();
         for (i, k) in keys.iter().enumerate() {

@@ -63,7 +63,7 @@ pub struct GatewayConfig {
     pub logging: LoggingConfig,
     /// The IoT command system; absent → off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iot: Option<serde_json::Value>,
+    pub iot: Option<breakwater_iot::IotConfig>,
 }
 
 /// `server:`.

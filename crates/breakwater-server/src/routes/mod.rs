@@ -32,6 +32,17 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Response {
 
 /// Every route of the gateway.
 pub fn router(app: Arc<AppState>) -> Router {
+    let mut r = api(app.clone());
+    if let Some(iot) = app.iot.get() {
+        let iot_routes = iot
+            .router()
+            .layer(axum::middleware::from_fn_with_state(app.clone(), crate::iot::guard));
+        r = r.merge(iot_routes);
+    }
+    r
+}
+
+fn api(app: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/embeddings", post(openai::embeddings))
