@@ -137,7 +137,7 @@ pub async fn run(a: IotArgs) -> ExitCode {
     }
 }
 
-async fn simulate(config: &PathBuf, drop: f64, duplicate: f64) -> Result<(), String> {
+async fn simulate(config: &std::path::Path, drop: f64, duplicate: f64) -> Result<(), String> {
     let cfg = breakwater_server::config::load(config).map_err(|e| e.to_string())?;
     let iot = cfg
         .iot
