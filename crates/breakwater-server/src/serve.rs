@@ -74,7 +74,7 @@ pub async fn load(opts: &Options) -> Result<(GatewayConfig, String), String> {
 /// Starts serving `cfg` (already loaded) in the background.
 pub async fn start(cfg: GatewayConfig, origin: String, opts: &Options) -> Result<Running, String> {
     let listen = cfg.server.listen.clone();
-    let gw = state::build(cfg, origin).map_err(|e| e.to_string())?;
+    let gw = state::build(cfg, origin).await.map_err(|e| e.to_string())?;
     let listener = TcpListener::bind(&listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -161,7 +161,9 @@ pub async fn reload(app: &AppState) -> Result<(), String> {
         let mut cfg = config::load(path).map_err(|e| e.to_string())?;
         // The listener stays where it is.
         cfg.server.listen.clone_from(&app.gateway.load().config.server.listen);
-        let gw = state::build(cfg, format!("from {}", path.display())).map_err(|e| e.to_string())?;
+        let gw = state::build(cfg, format!("from {}", path.display()))
+            .await
+            .map_err(|e| e.to_string())?;
         app.gateway.store(Arc::new(gw));
         Ok::<(), String>(())
     }

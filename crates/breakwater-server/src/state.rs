@@ -105,8 +105,9 @@ pub fn provider(name: &str, p: &ProviderConfig) -> Result<DynProvider, BuildErro
 }
 
 /// Builds a gateway from a checked configuration. Must run inside a tokio
-/// runtime (Redis connections and health probes are tasks).
-pub fn build(cfg: GatewayConfig, origin: String) -> Result<Gateway, BuildError> {
+/// runtime (Redis connections and health probes are tasks). Loads the
+/// embedding model when an alias turns the semantic cache on.
+pub async fn build(cfg: GatewayConfig, origin: String) -> Result<Gateway, BuildError> {
     let redis = match &cfg.redis {
         Some(r) => Some(RedisStore::connect(r).map_err(|e| BuildError(format!("redis: {e}")))?),
         None => None,
@@ -139,6 +140,30 @@ pub fn build(cfg: GatewayConfig, origin: String) -> Result<Gateway, BuildError> 
     if let Some(r) = &redis {
         cache = cache.redis(r.clone());
         builder = builder.redis(r.clone());
+    }
+    if cfg.models.values().any(|m| m.cache.semantic) {
+        use breakwater::cache::semantic::{
+            MiniLmEmbedder, MiniLmOptions, SemanticCache, SemanticConfig, default_model_dir,
+        };
+        let sec = cfg.semantic().map_err(|e| BuildError(format!("cache.semantic: {e}")))?;
+        let dir = sec.model_dir.clone().unwrap_or_else(default_model_dir);
+        let embedder = MiniLmEmbedder::load_async(dir.clone(), MiniLmOptions::default())
+            .await
+            .map_err(|e| {
+                BuildError(format!(
+                    "cache.semantic: cannot load the embedding model from {}: {e} (run scripts/fetch-embedding-model)",
+                    dir.display()
+                ))
+            })?;
+        let sem = SemanticCache::new(
+            Arc::new(embedder),
+            SemanticConfig {
+                threshold: sec.threshold,
+                max_entries: sec.max_entries,
+                ..SemanticConfig::default()
+            },
+        );
+        builder = builder.semantic(Arc::new(sem));
     }
     builder = builder
         .cache(cache.build())

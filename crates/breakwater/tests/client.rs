@@ -776,3 +776,63 @@ fn invalid_configs_name_the_path() {
     assert!(e.reason.contains("cycle"), "{}", e.reason);
     let _ = ClientConfig::default();
 }
+
+#[tokio::test(start_paused = true)]
+async fn semantic_hits_after_an_exact_miss_for_enabled_aliases() {
+    use breakwater::cache::semantic::{HashEmbedder, SemanticCache, SemanticConfig};
+    let s = sim("one", quick());
+    let mut m = cached_alias(vec![TargetConfig::new("one", "sim-1")]);
+    m.cache.semantic = true;
+    let plain = cached_alias(vec![TargetConfig::new("one", "sim-1")]);
+    let sem = SemanticCache::new(Arc::new(HashEmbedder::new(64)), SemanticConfig::default());
+    let client = Client::builder()
+        .provider(s.clone())
+        .model("m", m)
+        .model("plain", plain)
+        .cache(ExactCache::memory(CacheConfig::default()))
+        .semantic(Arc::new(sem))
+        .build()
+        .unwrap();
+    let ask = |model: &str, text: &str| {
+        let mut r = ChatRequest::user(model, text);
+        r.temperature = Some(0.0);
+        r
+    };
+    let first = client
+        .chat(ask("m", "What is the capital of France"), opts(10_000))
+        .await
+        .unwrap();
+    assert_eq!(first.meta.cache, CacheOutcome::Miss);
+    let second = client
+        .chat(ask("m", "what is the capital of france?"), opts(10_000))
+        .await
+        .unwrap();
+    assert_eq!(second.meta.cache, CacheOutcome::Semantic);
+    assert_eq!(second.response.text(), first.response.text());
+    assert_eq!(s.engine().stats().requests, 1);
+    // Streams hit it too.
+    let mut sr = ask("m", "What is the CAPITAL of France");
+    sr.stream = Some(true);
+    let out = client.chat_stream(sr, opts(10_000)).await.unwrap();
+    assert_eq!(out.meta.cache, CacheOutcome::Semantic);
+    // A guard keeps different numbers apart; an alias without it never hits.
+    let n = client
+        .chat(ask("m", "convert 5 km to miles"), opts(10_000))
+        .await
+        .unwrap();
+    assert_eq!(n.meta.cache, CacheOutcome::Miss);
+    let n2 = client
+        .chat(ask("m", "convert 7 km to miles"), opts(10_000))
+        .await
+        .unwrap();
+    assert_eq!(n2.meta.cache, CacheOutcome::Miss);
+    let p1 = client
+        .chat(ask("plain", "What is the capital of France"), opts(10_000))
+        .await
+        .unwrap();
+    let p2 = client
+        .chat(ask("plain", "what is the capital of france?"), opts(10_000))
+        .await
+        .unwrap();
+    assert_eq!((p1.meta.cache, p2.meta.cache), (CacheOutcome::Miss, CacheOutcome::Miss));
+}

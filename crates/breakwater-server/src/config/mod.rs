@@ -204,6 +204,13 @@ pub fn validate(cfg: &GatewayConfig, source: &str) -> Result<(), ConfigError> {
             "define at least one model alias (or set server.allow_direct_models: true)".into(),
         ));
     }
+    let sem = cfg.semantic().map_err(|r| e("cache.semantic".into(), r))?;
+    if !(sem.threshold > 0.0 && sem.threshold <= 1.0) {
+        return Err(e("cache.semantic.threshold".into(), "must be in (0, 1]".into()));
+    }
+    if sem.max_entries == 0 {
+        return Err(e("cache.semantic.max_entries".into(), "must be at least 1".into()));
+    }
     cfg.retry.validate().map_err(|x| from_invalid(source, "retry", x))?;
     cfg.breaker.validate().map_err(|x| from_invalid(source, "breaker", x))?;
     cfg.prices.validate().map_err(|x| from_invalid(source, "prices", x))?;

@@ -245,3 +245,54 @@ pub enum LogFormat {
     /// One JSON object per line.
     Json,
 }
+
+/// `cache.semantic` (kept opaque in the library's cache config).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SemanticSection {
+    /// Directory of the all-MiniLM-L6-v2 model (default:
+    /// `$BREAKWATER_MODEL_DIR` or `~/.cache/breakwater/models/all-MiniLM-L6-v2`,
+    /// where `scripts/fetch-embedding-model` puts it).
+    #[serde(default)]
+    pub model_dir: Option<std::path::PathBuf>,
+    /// Cosine similarity needed for a hit.
+    #[serde(default = "d_threshold")]
+    pub threshold: f32,
+    /// Entries kept at most.
+    #[serde(default = "d_max_entries")]
+    pub max_entries: usize,
+}
+
+fn d_threshold() -> f32 {
+    0.92
+}
+fn d_max_entries() -> usize {
+    100_000
+}
+
+impl Default for SemanticSection {
+    fn default() -> Self {
+        SemanticSection {
+            model_dir: None,
+            threshold: d_threshold(),
+            max_entries: d_max_entries(),
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// The typed `cache.semantic` section.
+    pub fn semantic(&self) -> Result<SemanticSection, String> {
+        match &self.cache.semantic {
+            None | Some(serde_json::Value::Null) => Ok(SemanticSection::default()),
+            Some(v) => serde_path_to_error::deserialize(v.clone()).map_err(|e| {
+                let p = e.path().to_string();
+                if p == "." {
+                    e.into_inner().to_string()
+                } else {
+                    format!("{p}: {}", e.into_inner())
+                }
+            }),
+        }
+    }
+}

@@ -5,7 +5,7 @@ use super::exact::{CacheHit, ExactCache};
 use super::key::CacheKey;
 use super::policy::ModelCacheConfig;
 use crate::provider::ChatStream;
-use crate::types::{ChatChunk, StreamAssembler, response_to_chunks};
+use crate::types::{ChatChunk, ChatResponse, StreamAssembler, response_to_chunks};
 use futures::future::BoxFuture;
 use futures::{FutureExt, Stream, StreamExt};
 use std::pin::Pin;
@@ -24,30 +24,30 @@ pub fn replay(hit: &CacheHit, include_usage: bool) -> ChatStream {
     futures::stream::iter(chunks.into_iter().map(Ok)).boxed()
 }
 
+/// What to do with a completed stream's assembled answer.
+pub type OnComplete = Box<dyn FnOnce(Arc<ChatResponse>) -> BoxFuture<'static, ()> + Send>;
+
 /// Passes a stream through untouched, assembling it on the side; when it
 /// ends cleanly and complete (every choice finished, no error item), the
-/// assembled answer is stored before the end is reported — so a caller that
-/// has seen the end finds the entry. A stream dropped early stores nothing.
-pub struct StoreOnComplete {
+/// callback runs with the assembled answer before the end is reported — so
+/// a caller that has seen the end finds what the callback stored. A stream
+/// dropped early, or one that failed, runs nothing.
+pub struct TapComplete {
     inner: ChatStream,
     assembler: Option<StreamAssembler>,
-    cache: ExactCache,
-    key: CacheKey,
-    cfg: ModelCacheConfig,
-    storing: Option<BoxFuture<'static, ()>>,
+    on_complete: Option<OnComplete>,
+    running: Option<BoxFuture<'static, ()>>,
     done: bool,
 }
 
-impl StoreOnComplete {
-    /// Wraps `inner`; the answer goes to `cache` under `key` with `cfg`.
-    pub fn new(inner: ChatStream, cache: ExactCache, key: CacheKey, cfg: ModelCacheConfig) -> Self {
-        StoreOnComplete {
+impl TapComplete {
+    /// Wraps `inner`.
+    pub fn new(inner: ChatStream, on_complete: OnComplete) -> Self {
+        TapComplete {
             inner,
             assembler: Some(StreamAssembler::new()),
-            cache,
-            key,
-            cfg,
-            storing: None,
+            on_complete: Some(on_complete),
+            running: None,
             done: false,
         }
     }
@@ -58,7 +58,7 @@ impl StoreOnComplete {
     }
 }
 
-impl Stream for StoreOnComplete {
+impl Stream for TapComplete {
     type Item = crate::Result<ChatChunk>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -67,10 +67,10 @@ impl Stream for StoreOnComplete {
             if this.done {
                 return Poll::Ready(None);
             }
-            if let Some(f) = this.storing.as_mut() {
+            if let Some(f) = this.running.as_mut() {
                 return match f.poll_unpin(cx) {
                     Poll::Ready(()) => {
-                        this.storing = None;
+                        this.running = None;
                         this.done = true;
                         Poll::Ready(None)
                     }
@@ -89,19 +89,8 @@ impl Stream for StoreOnComplete {
                     this.assembler = None;
                     return Poll::Ready(Some(Err(e)));
                 }
-                Poll::Ready(None) => match this.assembler.take() {
-                    Some(a) if a.is_complete() => {
-                        let cache = this.cache.clone();
-                        let key = this.key;
-                        let cfg = this.cfg;
-                        let resp = Arc::new(a.finish());
-                        this.storing = Some(
-                            async move {
-                                let _ = cache.store(&key, resp, &cfg).await;
-                            }
-                            .boxed(),
-                        );
-                    }
+                Poll::Ready(None) => match (this.assembler.take(), this.on_complete.take()) {
+                    (Some(a), Some(f)) if a.is_complete() => this.running = Some(f(Arc::new(a.finish()))),
                     _ => this.done = true,
                 },
                 Poll::Pending => return Poll::Pending,
@@ -112,8 +101,16 @@ impl Stream for StoreOnComplete {
 
 impl ExactCache {
     /// Wraps a streamed miss so it is stored once complete (see
-    /// [`StoreOnComplete`]).
+    /// [`TapComplete`]).
     pub fn store_stream(&self, key: &CacheKey, cfg: &ModelCacheConfig, stream: ChatStream) -> ChatStream {
-        StoreOnComplete::new(stream, self.clone(), *key, *cfg).boxed()
+        let cache = self.clone();
+        let (key, cfg) = (*key, *cfg);
+        let store: OnComplete = Box::new(move |resp| {
+            async move {
+                let _ = cache.store(&key, resp, &cfg).await;
+            }
+            .boxed()
+        });
+        TapComplete::new(stream, store).boxed()
     }
 }

@@ -44,7 +44,10 @@ pub use config::{ClientConfig, HealthConfig, HedgeAfter, HedgeConfig, ModelConfi
 pub use meta::{AttemptRecord, CallMeta, Degraded, Failure, explain};
 pub use stream::StreamSummary;
 
-use crate::cache::{CacheControl, CacheKey, CacheOutcome, CachePlan, ExactCache, Fingerprint};
+use crate::cache::semantic::{Lookup, SemanticCache, SemanticMiss, SemanticQuery};
+use crate::cache::{
+    CacheControl, CacheKey, CacheOutcome, CachePlan, ExactCache, Fingerprint, ModelCacheConfig, check_storable,
+};
 use crate::coalesce::{Coalescer, StreamCoalescer};
 use crate::error::{Error, ErrorKind, Result};
 use crate::idempotency::{Begin, IdempotencyStore, record_stream};
@@ -97,6 +100,9 @@ impl Rand {
     }
 }
 
+/// The semantic cache as the client uses it: cached answers by meaning.
+pub type Semantic = SemanticCache<Arc<ChatResponse>>;
+
 /// A rule-based answer for when every provider fails (the last step before
 /// an error): given the request and the error, an answer or `None`.
 pub type Responder = Arc<dyn Fn(&ChatRequest, &Error) -> Option<ChatResponse> + Send + Sync>;
@@ -104,6 +110,13 @@ pub type Responder = Arc<dyn Fn(&ChatRequest, &Error) -> Option<ChatResponse> + 
 /// What the leader of a stream learned while opening it: target, attempts,
 /// whether it hedged.
 type StartInfo = (Option<Arc<str>>, Vec<meta::AttemptRecord>, bool);
+
+/// What the semantic cache said.
+enum SemanticStep {
+    Hit(Arc<ChatResponse>),
+    Miss(SemanticMiss),
+    Skip,
+}
 
 /// The result of routing, shared by coalesced waiters.
 struct RouteOutcome {
@@ -121,6 +134,7 @@ pub(crate) struct Inner {
     targets: Vec<Arc<Target>>,
     providers: HashMap<String, (DynProvider, Arc<Gate>)>,
     cache: Option<ExactCache>,
+    semantic: Option<Arc<Semantic>>,
     flights: Coalescer<Arc<RouteOutcome>>,
     stream_flights: StreamCoalescer,
     idempotency: Option<IdempotencyStore>,
@@ -248,6 +262,7 @@ pub struct ClientBuilder {
     providers: Vec<(DynProvider, ProviderLimits)>,
     models: Vec<(String, ModelConfig)>,
     cache: Option<ExactCache>,
+    semantic: Option<Arc<Semantic>>,
     idempotency: Option<IdempotencyStore>,
     redis: Option<RedisStore>,
     prices: PriceTable,
@@ -283,6 +298,14 @@ impl ClientBuilder {
     /// Uses an exact cache (L1 memory, L2 Redis when it has one).
     pub fn cache(mut self, cache: ExactCache) -> Self {
         self.cache = Some(cache);
+        self
+    }
+
+    /// Answers by meaning too, for aliases with `cache.semantic: true`
+    /// (only after an exact-cache miss, and only when the exact cache is
+    /// configured: the semantic cache shares its policy).
+    pub fn semantic(mut self, cache: Arc<Semantic>) -> Self {
+        self.semantic = Some(cache);
         self
     }
 
@@ -416,6 +439,7 @@ impl ClientBuilder {
             targets,
             providers,
             cache: self.cache,
+            semantic: self.semantic,
             flights: Coalescer::new(),
             stream_flights: StreamCoalescer::new(),
             idempotency: self.idempotency,
@@ -669,6 +693,21 @@ impl Client {
             meta.cache = hit.outcome;
             return Ok(hit.response);
         }
+        let mut sem_miss = None;
+        if let (Some(c), Some(p)) = (cache, plan)
+            && p.read
+            && key.is_some()
+        {
+            match self.semantic_lookup(alias, tenant, req).await {
+                SemanticStep::Hit(resp) => {
+                    c.counters().semantic_hit();
+                    meta.cache = CacheOutcome::Semantic;
+                    return Ok(resp);
+                }
+                SemanticStep::Miss(m) => sem_miss = Some(m),
+                SemanticStep::Skip => {}
+            }
+        }
         meta.cache = match plan {
             Some(p) if p.read => CacheOutcome::Miss,
             _ => CacheOutcome::Bypass,
@@ -718,6 +757,9 @@ impl Client {
             Ok(resp) => {
                 if !meta.coalesced {
                     self.account(meta, resp);
+                    if write && let Some(m) = sem_miss {
+                        self.semantic_insert(m, resp.clone(), &alias.cfg.cache);
+                    }
                 }
                 Ok(resp.clone())
             }
@@ -751,6 +793,33 @@ impl Client {
                 self.degrade(req, alias, key, e.clone(), opts, deadline, meta, depth)
                     .await
             }
+        }
+    }
+
+    /// The semantic step after an exact miss.
+    async fn semantic_lookup(&self, alias: &Alias, tenant: &str, req: &ChatRequest) -> SemanticStep {
+        let Some(sem) = self.inner.semantic.as_ref().filter(|_| alias.cfg.cache.semantic) else {
+            return SemanticStep::Skip;
+        };
+        let Ok(q) = SemanticQuery::from_chat(&alias.name, tenant, req) else {
+            return SemanticStep::Skip;
+        };
+        match sem.lookup(q).await {
+            Ok(Lookup::Hit(h)) => SemanticStep::Hit(h.value),
+            Ok(Lookup::Miss(m)) => SemanticStep::Miss(m),
+            // Embedding failed or was refused: the cache fails open.
+            Err(e) => {
+                tracing::debug!(error = %e, "semantic lookup skipped");
+                SemanticStep::Skip
+            }
+        }
+    }
+
+    fn semantic_insert(&self, miss: SemanticMiss, resp: Arc<ChatResponse>, cfg: &ModelCacheConfig) {
+        if let Some(sem) = &self.inner.semantic
+            && check_storable(&resp, cfg).is_ok()
+        {
+            sem.insert(miss, resp, Some(cfg.ttl()));
         }
     }
 
@@ -894,6 +963,30 @@ impl Client {
                     done: None,
                 });
             }
+            let mut sem_miss = None;
+            if let (Some(c), Some(p)) = (cache, plan)
+                && p.read
+                && key.is_some()
+            {
+                match self.semantic_lookup(&alias, &tenant, &req).await {
+                    SemanticStep::Hit(resp) => {
+                        c.counters().semantic_hit();
+                        meta.cache = CacheOutcome::Semantic;
+                        let s = chunks_stream(&resp, include_usage);
+                        let s = match guard {
+                            Some(g) => record_stream(g, s),
+                            None => s,
+                        };
+                        return Ok(StreamOutcome {
+                            stream: s,
+                            meta,
+                            done: None,
+                        });
+                    }
+                    SemanticStep::Miss(m) => sem_miss = Some(m),
+                    SemanticStep::Skip => {}
+                }
+            }
             meta.cache = match plan {
                 Some(p) if p.read => CacheOutcome::Miss,
                 _ => CacheOutcome::Bypass,
@@ -937,6 +1030,19 @@ impl Client {
             }
             match opened {
                 Ok(s) => {
+                    let s = match (sem_miss.filter(|_| write && leader), self.inner.semantic.clone()) {
+                        (Some(m), Some(sem)) => {
+                            let cfg = alias.cfg.cache;
+                            let insert: crate::cache::stream::OnComplete = Box::new(move |resp| {
+                                if check_storable(&resp, &cfg).is_ok() {
+                                    sem.insert(m, resp, Some(cfg.ttl()));
+                                }
+                                Box::pin(async {})
+                            });
+                            crate::cache::stream::TapComplete::new(s, insert).boxed()
+                        }
+                        _ => s,
+                    };
                     let s = match guard {
                         Some(g) => record_stream(g, s),
                         None => s,
