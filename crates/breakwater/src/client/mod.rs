@@ -111,7 +111,9 @@ pub type Responder = Arc<dyn Fn(&ChatRequest, &Error) -> Option<ChatResponse> + 
 /// whether it hedged.
 type StartInfo = (Option<Arc<str>>, Vec<meta::AttemptRecord>, bool);
 
-/// What the semantic cache said.
+/// What the semantic cache said. Not boxed: it lives for one request and
+/// the miss moves straight into the insertion.
+#[allow(clippy::large_enum_variant)]
 enum SemanticStep {
     Hit(Arc<ChatResponse>),
     Miss(SemanticMiss),
