@@ -836,3 +836,49 @@ async fn semantic_hits_after_an_exact_miss_for_enabled_aliases() {
         .unwrap();
     assert_eq!((p1.meta.cache, p2.meta.cache), (CacheOutcome::Miss, CacheOutcome::Miss));
 }
+
+#[tokio::test(start_paused = true)]
+async fn active_probes_bring_a_recovered_target_back_early() {
+    let primary = sim(
+        "primary",
+        faults(Faults {
+            server_error: 1.0,
+            ..Default::default()
+        }),
+    );
+    let secondary = sim("secondary", quick());
+    let client = two_targets(&primary, &secondary).build().unwrap();
+    for i in 0..10 {
+        client
+            .chat(ChatRequest::user("fast", format!("a{i}")), opts(10_000))
+            .await
+            .unwrap();
+    }
+    assert_eq!(client.targets()[0].breaker.state.as_str(), "open");
+    let calls = |s: &Arc<Simulator>| {
+        s.engine()
+            .stats()
+            .by_route
+            .get(breakwater::simulator::ROUTE)
+            .copied()
+            .unwrap_or(0)
+    };
+    let before = calls(&primary);
+    // The primary recovers; within one probe interval (15 s, before the 30 s
+    // open period ends) an active probe finds it answering.
+    primary.engine().set_config(quick()).unwrap();
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    assert!(primary.engine().stats().by_route.get("probe").copied().unwrap_or(0) >= 1);
+    for i in 0..5 {
+        client
+            .chat(ChatRequest::user("fast", format!("b{i}")), opts(10_000))
+            .await
+            .unwrap();
+    }
+    assert!(calls(&primary) > before, "real traffic reached the primary again");
+    assert_eq!(
+        client.targets()[0].breaker.state.as_str(),
+        "closed",
+        "three probes closed it"
+    );
+}
