@@ -86,41 +86,31 @@ fn observe_failure(t: &Target, e: &Error) {
     t.stats.observe_failure(e.kind, cooldown);
 }
 
-/// A complete answer from `target`, retrying it per the policy, with the
-/// log of its attempts.
-pub(crate) async fn complete(
+/// Tries `target` until `once` succeeds or the retry policy gives up:
+/// admission (limits → bulkheads → breaker), the attempt, its record in the
+/// log and the target's statistics, and the wait before the next one.
+/// `once` makes the call with the admission and records its outcome on it.
+async fn with_retries<T, F, Fut>(
     inner: &Inner,
     target: &Arc<Target>,
     req: &ChatRequest,
-    request_id: &Arc<str>,
-    o: TryOpts,
-) -> (Result<ChatResponse>, Vec<AttemptRecord>) {
-    let mut log = Vec::new();
-    let r = complete_into(inner, target, req, request_id, o, &mut log).await;
-    (r, log)
-}
-
-async fn complete_into(
-    inner: &Inner,
-    target: &Arc<Target>,
-    req: &ChatRequest,
-    request_id: &Arc<str>,
     o: TryOpts,
     log: &mut Vec<AttemptRecord>,
-) -> Result<ChatResponse> {
+    mut once: F,
+) -> Result<T>
+where
+    F: FnMut(Admission) -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
     let mut attempt = 0u32;
     let mut prev_wait = None;
     let mut force = o.force_probe;
     loop {
         attempt += 1;
         let started = Instant::now();
+        let max_wait = Duration::from_millis(inner.cfg.max_limiter_wait_ms);
         let adm = match target
-            .admit(
-                token_estimate(req),
-                o.deadline,
-                Duration::from_millis(inner.cfg.max_limiter_wait_ms),
-                std::mem::take(&mut force),
-            )
+            .admit(token_estimate(req), o.deadline, max_wait, std::mem::take(&mut force))
             .await
         {
             Ok(a) => a,
@@ -129,30 +119,16 @@ async fn complete_into(
                 return Err(e);
             }
         };
-        let mut r = req.clone();
-        r.model.clone_from(&target.model);
-        r.stream = None;
-        let opts = CallOptions {
-            deadline: Some(o.deadline),
-            request_id: Some(request_id.clone()),
-        };
         let res = {
             let _busy = target.stats.start();
-            run_until(Some(o.deadline), TimeoutPhase::Total, target.provider.chat(&r, &opts)).await
+            once(adm).await
         };
-        let used = res
-            .as_ref()
-            .ok()
-            .and_then(|r| r.usage.as_ref())
-            .map_or(0, |u| u64::from(u.total_tokens));
-        adm.finish(&res, used).await;
         match res {
-            Ok(resp) => {
+            Ok(v) => {
                 let took = started.elapsed();
-                target.stats.observe_success(took);
                 target.stats.observe_ttft(took);
                 log.push(AttemptRecord::ok(&target.id, took, o.hedge));
-                return Ok(resp);
+                return Ok(v);
             }
             Err(e) => {
                 observe_failure(target, &e);
@@ -167,6 +143,48 @@ async fn complete_into(
             }
         }
     }
+}
+
+fn call_options(request_id: &Arc<str>, o: &TryOpts) -> CallOptions {
+    CallOptions {
+        deadline: Some(o.deadline),
+        request_id: Some(request_id.clone()),
+    }
+}
+
+/// A complete answer from `target`, retrying it per the policy, with the
+/// log of its attempts.
+pub(crate) async fn complete(
+    inner: &Inner,
+    target: &Arc<Target>,
+    req: &ChatRequest,
+    request_id: &Arc<str>,
+    o: TryOpts,
+) -> (Result<ChatResponse>, Vec<AttemptRecord>) {
+    let mut log = Vec::new();
+    let mut r = req.clone();
+    r.model.clone_from(&target.model);
+    r.stream = None;
+    let (r, opts) = (&r, call_options(request_id, &o));
+    let res = with_retries(inner, target, req, o, &mut log, |adm| {
+        let opts = &opts;
+        async move {
+            let started = Instant::now();
+            let res = run_until(Some(o.deadline), TimeoutPhase::Total, target.provider.chat(r, opts)).await;
+            let used = res
+                .as_ref()
+                .ok()
+                .and_then(|r| r.usage.as_ref())
+                .map_or(0, |u| u64::from(u.total_tokens));
+            adm.finish(&res, used).await;
+            if res.is_ok() {
+                target.stats.observe_success(started.elapsed());
+            }
+            res
+        }
+    })
+    .await;
+    (res, log)
 }
 
 /// A stream that has produced its first output: the chunks read so far,
@@ -191,50 +209,16 @@ pub(crate) async fn open_stream(
     o: TryOpts,
 ) -> (Result<Opened>, Vec<AttemptRecord>) {
     let mut log = Vec::new();
-    let r = open_into(inner, target, req, request_id, o, &mut log).await;
-    (r, log)
-}
-
-async fn open_into(
-    inner: &Inner,
-    target: &Arc<Target>,
-    req: &ChatRequest,
-    request_id: &Arc<str>,
-    o: TryOpts,
-    log: &mut Vec<AttemptRecord>,
-) -> Result<Opened> {
-    let mut attempt = 0u32;
-    let mut prev_wait = None;
-    let mut force = o.force_probe;
-    loop {
-        attempt += 1;
-        let started = Instant::now();
-        let adm = match target
-            .admit(
-                token_estimate(req),
-                o.deadline,
-                Duration::from_millis(inner.cfg.max_limiter_wait_ms),
-                std::mem::take(&mut force),
-            )
-            .await
-        {
-            Ok(a) => a,
-            Err(e) => {
-                log.push(AttemptRecord::failed(&target.id, &e, started.elapsed(), o.hedge, true));
-                return Err(e);
-            }
-        };
-        let mut r = req.clone();
-        r.model.clone_from(&target.model);
-        r.stream = Some(true);
-        let opts = CallOptions {
-            deadline: Some(o.deadline),
-            request_id: Some(request_id.clone()),
-        };
-        let first = {
-            let _busy = target.stats.start();
-            run_until(Some(o.deadline), TimeoutPhase::FirstToken, async {
-                let mut s = target.provider.chat_stream(&r, &opts).await?;
+    let mut r = req.clone();
+    r.model.clone_from(&target.model);
+    r.stream = Some(true);
+    let (r, opts) = (&r, call_options(request_id, &o));
+    let res = with_retries(inner, target, req, o, &mut log, |adm| {
+        let opts = &opts;
+        async move {
+            let started = Instant::now();
+            let first = run_until(Some(o.deadline), TimeoutPhase::FirstToken, async {
+                let mut s = target.provider.chat_stream(r, opts).await?;
                 let mut prefix = Vec::new();
                 loop {
                     match s.next().await {
@@ -255,34 +239,23 @@ async fn open_into(
                     }
                 }
             })
-            .await
-        };
-        match first {
-            Ok((prefix, rest)) => {
-                let ttft = started.elapsed();
-                target.stats.observe_ttft(ttft);
-                log.push(AttemptRecord::ok(&target.id, ttft, o.hedge));
-                return Ok(Opened {
+            .await;
+            match first {
+                Ok((prefix, rest)) => Ok(Opened {
                     target: target.clone(),
                     prefix,
                     rest,
                     admission: adm,
                     started,
-                    ttft,
-                });
-            }
-            Err(e) => {
-                adm.finish_err(&e, 0).await;
-                observe_failure(target, &e);
-                log.push(AttemptRecord::failed(&target.id, &e, started.elapsed(), o.hedge, false));
-                match after_error(inner, target, &e, attempt, prev_wait, &o) {
-                    Next::RetryAfter(wait) => {
-                        prev_wait = Some(wait);
-                        tokio::time::sleep(wait).await;
-                    }
-                    Next::Stop => return Err(e),
+                    ttft: started.elapsed(),
+                }),
+                Err(e) => {
+                    adm.finish_err(&e, 0).await;
+                    Err(e)
                 }
             }
         }
-    }
+    })
+    .await;
+    (res, log)
 }
