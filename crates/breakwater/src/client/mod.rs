@@ -111,6 +111,12 @@ pub type Responder = Arc<dyn Fn(&ChatRequest, &Error) -> Option<ChatResponse> + 
 /// whether it hedged.
 type StartInfo = (Option<Arc<str>>, Vec<meta::AttemptRecord>, bool);
 
+/// What an `Idempotency-Key` claim gave.
+enum Claim {
+    Replay(Arc<ChatResponse>),
+    Proceed(Option<crate::idempotency::IdempotencyGuard>),
+}
+
 /// What the semantic cache said. Not boxed: it lives for one request and
 /// the miss moves straight into the insertion.
 #[allow(clippy::large_enum_variant)]
@@ -603,6 +609,61 @@ impl Client {
         }
     }
 
+    /// What every call does first: count it, give it an id and a deadline,
+    /// check it, resolve its alias.
+    #[allow(clippy::type_complexity)]
+    fn prelude(
+        &self,
+        req: &ChatRequest,
+        opts: &RequestOptions,
+    ) -> std::result::Result<(Instant, Instant, CallMeta, Arc<Alias>), Failure> {
+        let started = Instant::now();
+        self.inner.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let meta = CallMeta::new(self.request_id(opts), &req.model);
+        if let Err(e) = validate::chat(req) {
+            return Err(self.fail(e, meta, started));
+        }
+        match self.resolve(&req.model) {
+            Ok(a) => Ok((started, self.deadline(opts), meta, a)),
+            Err(e) => Err(self.fail(e, meta, started)),
+        }
+    }
+
+    /// Claims the request's `Idempotency-Key`, if it has one.
+    async fn claim(
+        &self,
+        tenant: &str,
+        opts: &RequestOptions,
+        alias: &Alias,
+        req: &ChatRequest,
+        deadline: Instant,
+    ) -> Result<Claim> {
+        let (Some(store), Some(k)) = (&self.inner.idempotency, &opts.idempotency_key) else {
+            return Ok(Claim::Proceed(None));
+        };
+        Ok(
+            match store
+                .begin(tenant, k, Fingerprint::of(&alias.name, req), Some(deadline))
+                .await?
+            {
+                Begin::Replay(resp) => Claim::Replay(resp),
+                Begin::Proceed(g) => Claim::Proceed(Some(g)),
+            },
+        )
+    }
+
+    /// The options of a request made on behalf of another (a fallback or
+    /// larger-context alias): same tenant and controls, same deadline and
+    /// id, no idempotency key (the outer request holds it).
+    fn sub_options(opts: &RequestOptions, deadline: Instant, request_id: &Arc<str>) -> RequestOptions {
+        RequestOptions {
+            idempotency_key: None,
+            deadline: Some(deadline),
+            request_id: Some(request_id.clone()),
+            ..opts.clone()
+        }
+    }
+
     /// A complete answer for `req` (its `model` is an alias).
     pub async fn chat(&self, req: ChatRequest, opts: RequestOptions) -> std::result::Result<ChatOutcome, Failure> {
         self.chat_at(req, opts, 0).await
@@ -615,37 +676,20 @@ impl Client {
         depth: u32,
     ) -> BoxFuture<'_, std::result::Result<ChatOutcome, Failure>> {
         Box::pin(async move {
-            let started = Instant::now();
-            self.inner.counters.requests.fetch_add(1, Ordering::Relaxed);
-            let rid = self.request_id(&opts);
-            let deadline = self.deadline(&opts);
-            let mut meta = CallMeta::new(rid.clone(), &req.model);
-            if let Err(e) = validate::chat(&req) {
-                return Err(self.fail(e, meta, started));
-            }
-            let alias = match self.resolve(&req.model) {
-                Ok(a) => a,
-                Err(e) => return Err(self.fail(e, meta, started)),
-            };
             req.stream = None;
             req.stream_options = None;
+            let (started, deadline, mut meta, alias) = self.prelude(&req, &opts)?;
             let mode = mode::decide(&req, alias.cfg.response_mode);
             meta.upstream_mode = Some(mode);
             let tenant = opts.tenant.clone().unwrap_or_else(|| Arc::from(""));
-            let guard = match (&self.inner.idempotency, &opts.idempotency_key) {
-                (Some(store), Some(k)) => match store
-                    .begin(&tenant, k, Fingerprint::of(&alias.name, &req), Some(deadline))
-                    .await
-                {
-                    Ok(Begin::Replay(resp)) => {
-                        meta.idempotent_replay = true;
-                        meta.latency_ms = started.elapsed().as_millis() as u64;
-                        return Ok(ChatOutcome { response: resp, meta });
-                    }
-                    Ok(Begin::Proceed(g)) => Some(g),
-                    Err(e) => return Err(self.fail(e, meta, started)),
-                },
-                _ => None,
+            let guard = match self.claim(&tenant, &opts, &alias, &req, deadline).await {
+                Ok(Claim::Replay(resp)) => {
+                    meta.idempotent_replay = true;
+                    meta.latency_ms = started.elapsed().as_millis() as u64;
+                    return Ok(ChatOutcome { response: resp, meta });
+                }
+                Ok(Claim::Proceed(g)) => g,
+                Err(e) => return Err(self.fail(e, meta, started)),
             };
             let res = self
                 .answer(&req, &alias, &opts, &tenant, deadline, mode, &mut meta, depth)
@@ -772,12 +816,7 @@ impl Client {
                 {
                     let mut r2 = req.clone();
                     r2.model.clone_from(cf);
-                    let o2 = RequestOptions {
-                        idempotency_key: None,
-                        deadline: Some(deadline),
-                        request_id: Some(meta.request_id.clone()),
-                        ..opts.clone()
-                    };
+                    let o2 = Self::sub_options(opts, deadline, &meta.request_id);
                     return match self.chat_at(r2, o2, depth + 1).await {
                         Ok(o) => {
                             meta.attempts.extend(o.meta.attempts);
@@ -863,12 +902,7 @@ impl Client {
         {
             let mut r2 = req.clone();
             r2.model.clone_from(fb);
-            let o2 = RequestOptions {
-                idempotency_key: None,
-                deadline: Some(deadline),
-                request_id: Some(meta.request_id.clone()),
-                ..opts.clone()
-            };
+            let o2 = Self::sub_options(opts, deadline, &meta.request_id);
             match self.chat_at(r2, o2, depth + 1).await {
                 Ok(o) => {
                     meta.attempts.extend(o.meta.attempts);
@@ -909,39 +943,23 @@ impl Client {
         depth: u32,
     ) -> BoxFuture<'_, std::result::Result<StreamOutcome, Failure>> {
         Box::pin(async move {
-            let started = Instant::now();
-            self.inner.counters.requests.fetch_add(1, Ordering::Relaxed);
-            let rid = self.request_id(&opts);
-            let deadline = self.deadline(&opts);
-            let mut meta = CallMeta::new(rid.clone(), &req.model);
-            meta.upstream_mode = Some(UpstreamMode::Stream);
-            if let Err(e) = validate::chat(&req) {
-                return Err(self.fail(e, meta, started));
-            }
-            let alias = match self.resolve(&req.model) {
-                Ok(a) => a,
-                Err(e) => return Err(self.fail(e, meta, started)),
-            };
             req.stream = Some(true);
+            let (started, deadline, mut meta, alias) = self.prelude(&req, &opts)?;
+            let rid = meta.request_id.clone();
+            meta.upstream_mode = Some(UpstreamMode::Stream);
             let include_usage = req.wants_stream_usage();
             let tenant = opts.tenant.clone().unwrap_or_else(|| Arc::from(""));
-            let guard = match (&self.inner.idempotency, &opts.idempotency_key) {
-                (Some(store), Some(k)) => match store
-                    .begin(&tenant, k, Fingerprint::of(&alias.name, &req), Some(deadline))
-                    .await
-                {
-                    Ok(Begin::Replay(resp)) => {
-                        meta.idempotent_replay = true;
-                        return Ok(StreamOutcome {
-                            stream: chunks_stream(&resp, include_usage),
-                            meta,
-                            done: None,
-                        });
-                    }
-                    Ok(Begin::Proceed(g)) => Some(g),
-                    Err(e) => return Err(self.fail(e, meta, started)),
-                },
-                _ => None,
+            let guard = match self.claim(&tenant, &opts, &alias, &req, deadline).await {
+                Ok(Claim::Replay(resp)) => {
+                    meta.idempotent_replay = true;
+                    return Ok(StreamOutcome {
+                        stream: chunks_stream(&resp, include_usage),
+                        meta,
+                        done: None,
+                    });
+                }
+                Ok(Claim::Proceed(g)) => g,
+                Err(e) => return Err(self.fail(e, meta, started)),
             };
             let cache = self.inner.cache.as_ref();
             let plan = cache.map(|_| CachePlan::decide(&req, &alias.cfg.cache, opts.cache_control));
@@ -1064,12 +1082,7 @@ impl Client {
                     {
                         let mut r2 = req.clone();
                         r2.model.clone_from(cf);
-                        let o2 = RequestOptions {
-                            idempotency_key: None,
-                            deadline: Some(deadline),
-                            request_id: Some(rid.clone()),
-                            ..opts.clone()
-                        };
+                        let o2 = Self::sub_options(&opts, deadline, &rid);
                         match self.stream_at(r2, o2, depth + 1).await {
                             Ok(mut o) => {
                                 let mut attempts = std::mem::take(&mut meta.attempts);
@@ -1127,12 +1140,7 @@ impl Client {
         {
             let mut r2 = req.clone();
             r2.model.clone_from(fb);
-            let o2 = RequestOptions {
-                idempotency_key: None,
-                deadline: Some(deadline),
-                request_id: Some(meta.request_id.clone()),
-                ..opts.clone()
-            };
+            let o2 = Self::sub_options(opts, deadline, &meta.request_id);
             match self.stream_at(r2, o2, depth + 1).await {
                 Ok(mut o) => {
                     let mut attempts = std::mem::take(&mut meta.attempts);
