@@ -8,7 +8,7 @@ use crate::types::{ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingRespons
 use crate::wire::anthropic::{MessagesResponse, StreamDecoder, from_anthropic_response, to_anthropic_request};
 use async_trait::async_trait;
 use futures::StreamExt;
-use http::{HeaderMap, HeaderValue};
+use http::HeaderValue;
 use std::sync::Arc;
 
 /// The API version header we speak.
@@ -26,15 +26,7 @@ pub struct Anthropic {
 impl Anthropic {
     /// A provider named `name` (base URL e.g. `https://api.anthropic.com/v1`).
     pub fn new(name: impl Into<Arc<str>>, settings: &HttpSettings) -> Result<Self> {
-        let mut auth = HeaderMap::new();
-        if let Some(key) = &settings.api_key
-            && !key.is_empty()
-        {
-            let mut v = HeaderValue::from_str(key.expose())
-                .map_err(|_| Error::invalid_param("api_key", "the API key has characters not allowed in a header"))?;
-            v.set_sensitive(true);
-            auth.insert("x-api-key", v);
-        }
+        let mut auth = super::http::key_header(settings, "x-api-key", "")?;
         auth.insert("anthropic-version", HeaderValue::from_static(ANTHROPIC_VERSION));
         Ok(Anthropic {
             http: HttpUpstream::new(name.into(), settings, auth)?,

@@ -11,7 +11,6 @@ use crate::wire::gemini::{
 };
 use async_trait::async_trait;
 use futures::StreamExt;
-use http::{HeaderMap, HeaderValue};
 use std::sync::Arc;
 
 /// The default base URL.
@@ -26,15 +25,7 @@ pub struct Gemini {
 impl Gemini {
     /// A provider named `name`.
     pub fn new(name: impl Into<Arc<str>>, settings: &HttpSettings) -> Result<Self> {
-        let mut auth = HeaderMap::new();
-        if let Some(key) = &settings.api_key
-            && !key.is_empty()
-        {
-            let mut v = HeaderValue::from_str(key.expose())
-                .map_err(|_| Error::invalid_param("api_key", "the API key has characters not allowed in a header"))?;
-            v.set_sensitive(true);
-            auth.insert("x-goog-api-key", v);
-        }
+        let auth = super::http::key_header(settings, "x-goog-api-key", "")?;
         Ok(Gemini {
             http: HttpUpstream::new(name.into(), settings, auth)?,
         })

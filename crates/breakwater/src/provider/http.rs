@@ -58,6 +58,19 @@ impl HttpSettings {
     }
 }
 
+/// The header carrying the API key (`name: prefix KEY`), marked sensitive
+/// so it never appears in debug output; empty when there is no key.
+pub(crate) fn key_header(settings: &HttpSettings, name: &'static str, prefix: &str) -> Result<HeaderMap> {
+    let mut h = HeaderMap::new();
+    if let Some(key) = settings.api_key.as_ref().filter(|k| !k.is_empty()) {
+        let mut v = HeaderValue::from_str(&format!("{prefix}{}", key.expose()))
+            .map_err(|_| Error::invalid_param("api_key", "the API key has characters not allowed in a header"))?;
+        v.set_sensitive(true);
+        h.insert(name, v);
+    }
+    Ok(h)
+}
+
 /// A configured HTTP upstream.
 #[derive(Debug, Clone)]
 pub(crate) struct HttpUpstream {

@@ -8,7 +8,6 @@ use crate::policy::timeout::{earliest, guard_stream};
 use crate::types::{ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, StreamOptions};
 use async_trait::async_trait;
 use futures::StreamExt;
-use http::{HeaderMap, HeaderValue};
 use std::sync::Arc;
 
 /// An OpenAI-compatible provider.
@@ -21,15 +20,7 @@ pub struct OpenAi {
 impl OpenAi {
     /// A provider named `name` talking to `settings.base_url`.
     pub fn new(name: impl Into<Arc<str>>, settings: &HttpSettings) -> Result<Self> {
-        let mut auth = HeaderMap::new();
-        if let Some(key) = &settings.api_key
-            && !key.is_empty()
-        {
-            let mut v = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
-                .map_err(|_| Error::invalid_param("api_key", "the API key has characters not allowed in a header"))?;
-            v.set_sensitive(true);
-            auth.insert(http::header::AUTHORIZATION, v);
-        }
+        let auth = super::http::key_header(settings, "authorization", "Bearer ")?;
         Ok(OpenAi {
             http: HttpUpstream::new(name.into(), settings, auth)?,
             caps: Capabilities {
