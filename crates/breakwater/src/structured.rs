@@ -34,9 +34,22 @@ impl fmt::Display for Violation {
     }
 }
 
+/// What a structured call gets back: a response, possibly with metadata
+/// around it (which target answered, how many attempts).
+pub trait Reply {
+    /// The response.
+    fn response(&self) -> &ChatResponse;
+}
+
+impl Reply for ChatResponse {
+    fn response(&self) -> &ChatResponse {
+        self
+    }
+}
+
 /// Why structured output failed.
 #[derive(Debug, Clone)]
-pub enum StructuredError {
+pub enum StructuredError<R = ChatResponse> {
     /// The schema itself is invalid.
     Schema(String),
     /// A call failed (after the client's retries and failover).
@@ -49,15 +62,19 @@ pub enum StructuredError {
         violations: Vec<Violation>,
         /// Calls made.
         calls: u32,
+        /// The last reply, when there was one.
+        last: Option<Box<R>>,
     },
 }
 
-impl fmt::Display for StructuredError {
+impl<R> fmt::Display for StructuredError<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StructuredError::Schema(m) => write!(f, "invalid JSON Schema: {m}"),
             StructuredError::Call(e) => write!(f, "{e}"),
-            StructuredError::Invalid { raw, violations, calls } => {
+            StructuredError::Invalid {
+                raw, violations, calls, ..
+            } => {
                 write!(f, "the model's answer is not valid after {calls} calls: ")?;
                 for (i, v) in violations.iter().enumerate() {
                     if i > 0 {
@@ -72,10 +89,10 @@ impl fmt::Display for StructuredError {
     }
 }
 
-impl std::error::Error for StructuredError {}
+impl<R: fmt::Debug> std::error::Error for StructuredError<R> {}
 
-impl From<StructuredError> for Error {
-    fn from(e: StructuredError) -> Error {
+impl<R> From<StructuredError<R>> for Error {
+    fn from(e: StructuredError<R>) -> Error {
         match e {
             StructuredError::Call(e) => e,
             StructuredError::Schema(m) => Error::invalid_param("response_format.json_schema.schema", m),
@@ -86,13 +103,13 @@ impl From<StructuredError> for Error {
 
 /// A validated answer.
 #[derive(Debug, Clone)]
-pub struct StructuredOutcome {
+pub struct StructuredOutcome<R = ChatResponse> {
     /// The value, valid against the schema.
     pub value: Value,
     /// The raw text it came from.
     pub raw: String,
-    /// The response that carried it.
-    pub response: ChatResponse,
+    /// The reply that carried it.
+    pub response: R,
     /// Whether a repair request was needed.
     pub repaired: bool,
     /// Calls made (1 or 2).
@@ -198,13 +215,43 @@ pub fn check(schema: &Schema, text: &str) -> Result<Value, Vec<Violation>> {
     if problems.is_empty() { Ok(v) } else { Err(problems) }
 }
 
-/// The follow-up request asking the model to fix its answer.
-pub fn repair_request(original: &ChatRequest, raw: &str, violations: &[Violation]) -> ChatRequest {
+/// Checks a whole response: its text against the schema, then `domain`
+/// (what a schema cannot express). A text cut off at the token limit says
+/// so, so the repair asks for a shorter complete answer.
+fn check_response(
+    schema: &Schema,
+    resp: &ChatResponse,
+    domain: &(dyn Fn(&Value) -> Vec<Violation> + Sync),
+) -> Result<Value, Vec<Violation>> {
+    let text = resp.text();
+    match check(schema, &text) {
+        Ok(v) => {
+            let p = domain(&v);
+            if p.is_empty() { Ok(v) } else { Err(p) }
+        }
+        Err(_) if resp.finish_reason() == Some(&crate::types::FinishReason::Length) && extract_json(&text).is_err() => {
+            Err(vec![Violation {
+                path: String::new(),
+                message: "the answer was cut off at the token limit; answer with a shorter, complete JSON value".into(),
+            }])
+        }
+        Err(p) => Err(p),
+    }
+}
+
+/// The follow-up request asking the model to fix its answer; `hint` adds
+/// domain advice to the request.
+pub fn repair_request(original: &ChatRequest, raw: &str, violations: &[Violation], hint: &str) -> ChatRequest {
     let mut req = original.clone();
     req.messages.push(Message::assistant(raw));
     let list: Vec<String> = violations.iter().map(|v| format!("- {v}")).collect();
+    let hint = if hint.is_empty() {
+        String::new()
+    } else {
+        format!(" {hint}")
+    };
     req.messages.push(Message::user(format!(
-        "Your answer does not match the required JSON Schema:\n{}\nReply again with only the corrected JSON value, nothing else.",
+        "Your answer does not match what is required:\n{}\nReply again with only the corrected JSON value, nothing else.{hint}",
         list.join("\n")
     )));
     req
@@ -214,20 +261,34 @@ pub fn repair_request(original: &ChatRequest, raw: &str, violations: &[Violation
 ///
 /// The request's `response_format` is set to the schema (providers without
 /// native enforcement get an instruction from their adapter).
-pub async fn run<F, Fut>(
-    mut req: ChatRequest,
-    schema: &Schema,
-    mut call: F,
-) -> Result<StructuredOutcome, StructuredError>
+pub async fn run<F, Fut>(req: ChatRequest, schema: &Schema, call: F) -> Result<StructuredOutcome, StructuredError>
 where
     F: FnMut(ChatRequest) -> Fut,
     Fut: Future<Output = Result<ChatResponse, Error>>,
 {
+    run_with(req, schema, call, &|_| Vec::new(), "").await
+}
+
+/// [`run`] with a `domain` check after the schema (its problems are sent in
+/// the repair request like the schema's), a `hint` for the repair request,
+/// and any reply type that carries a response (e.g. with routing metadata).
+pub async fn run_with<R, F, Fut>(
+    mut req: ChatRequest,
+    schema: &Schema,
+    mut call: F,
+    domain: &(dyn Fn(&Value) -> Vec<Violation> + Sync),
+    hint: &str,
+) -> Result<StructuredOutcome<R>, StructuredError<R>>
+where
+    R: Reply,
+    F: FnMut(ChatRequest) -> Fut,
+    Fut: Future<Output = Result<R, Error>>,
+{
     req.response_format = Some(schema.response_format());
     req.stream = None;
     let first = call(req.clone()).await.map_err(StructuredError::Call)?;
-    let raw = first.text();
-    let violations = match check(schema, &raw) {
+    let raw = first.response().text();
+    let violations = match check_response(schema, first.response(), domain) {
         Ok(value) => {
             return Ok(StructuredOutcome {
                 value,
@@ -239,11 +300,11 @@ where
         }
         Err(v) => v,
     };
-    let second = call(repair_request(&req, &raw, &violations))
+    let second = call(repair_request(&req, &raw, &violations, hint))
         .await
         .map_err(StructuredError::Call)?;
-    let raw2 = second.text();
-    match check(schema, &raw2) {
+    let raw2 = second.response().text();
+    match check_response(schema, second.response(), domain) {
         Ok(value) => Ok(StructuredOutcome {
             value,
             raw: raw2,
@@ -255,6 +316,7 @@ where
             raw: raw2,
             violations,
             calls: 2,
+            last: Some(Box::new(second)),
         }),
     }
 }
@@ -280,6 +342,7 @@ where
                 message: format!("valid against the schema but not the expected type: {e}"),
             }],
             calls: out.calls,
+            last: Some(Box::new(out.response)),
         }),
     }
 }
@@ -370,7 +433,9 @@ mod tests {
         let err = drive(&sim).await.unwrap_err();
         let text = err.to_string();
         match &err {
-            StructuredError::Invalid { raw, violations, calls } => {
+            StructuredError::Invalid {
+                raw, violations, calls, ..
+            } => {
                 assert_eq!(*calls, 2);
                 assert_eq!(raw, "{\"device\": 5, \"level\": -1}");
                 assert!(violations.iter().any(|v| v.path == "/device"));

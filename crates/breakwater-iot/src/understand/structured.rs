@@ -1,15 +1,22 @@
-//! Structured output, the small local version: ask with
-//! `response_format: json_schema`, parse the answer, validate it against the
-//! schema and a domain check, ask once more with the errors when it fails,
-//! and otherwise explain what was wrong.
-//!
-//! Kept apart from the IoT logic on purpose: it has the shape of the
-//! library's `breakwater::structured` (parse → validate → one repair →
-//! explainable error) and can be swapped for it when that lands.
+//! Structured output for commands: the library's loop
+//! ([`breakwater::structured::run_with`]: ask with `response_format:
+//! json_schema`, parse, validate, one repair, explain) with the registry
+//! as the domain check the schema cannot express (value steps, device
+//! capabilities), and replies that keep their routing metadata.
 
 use super::llm::{LlmBackend, LlmReply};
-use breakwater::types::{ChatRequest, FinishReason, JsonSchemaFormat, Message, ResponseFormat};
+use breakwater::structured::{self, Reply, Schema, Violation};
+use breakwater::types::{ChatRequest, ChatResponse};
 use serde_json::Value;
+
+impl Reply for LlmReply {
+    fn response(&self) -> &ChatResponse {
+        &self.response
+    }
+}
+
+/// What the repair request adds to the violations.
+const REPAIR_HINT: &str = "Use only device ids and actions from the list in the instructions.";
 
 /// A schema-valid, domain-valid answer and how it was obtained.
 #[derive(Debug, Clone)]
@@ -33,8 +40,6 @@ pub enum StructuredError {
         problems: Vec<String>,
         /// The last answer, for the audit log.
         raw: String,
-        /// The last reply.
-        reply: Box<LlmReply>,
     },
 }
 
@@ -53,115 +58,37 @@ impl std::fmt::Display for StructuredError {
     }
 }
 
-/// Extracts a JSON value from a model's text: the whole text, or the part
-/// inside a code fence, or from the first `{` to the last `}`.
-pub fn extract_json(text: &str) -> Result<Value, String> {
-    let t = text.trim();
-    if let Ok(v) = serde_json::from_str(t) {
-        return Ok(v);
-    }
-    let unfenced = t
-        .strip_prefix("```json")
-        .or_else(|| t.strip_prefix("```"))
-        .and_then(|s| s.trim_end().strip_suffix("```"));
-    if let Some(inner) = unfenced
-        && let Ok(v) = serde_json::from_str(inner.trim())
-    {
-        return Ok(v);
-    }
-    if let (Some(a), Some(b)) = (t.find('{'), t.rfind('}'))
-        && a < b
-        && let Ok(v) = serde_json::from_str(&t[a..=b])
-    {
-        return Ok(v);
-    }
-    let shown: String = t.chars().take(120).collect();
-    Err(format!("the answer is not JSON: {shown:?}"))
-}
-
-/// Validation errors of `value` against a compiled schema, with the path.
-pub fn schema_problems(validator: &jsonschema::Validator, value: &Value) -> Vec<String> {
-    validator
-        .iter_errors(value)
-        .take(8)
-        .map(|e| {
-            let path = e.instance_path().to_string();
-            if path.is_empty() {
-                e.to_string()
-            } else {
-                format!("at {path}: {e}")
-            }
-        })
-        .collect()
-}
-
-/// Asks `backend` for JSON matching `schema`, repairing once.
-///
-/// `domain` checks what a schema cannot (here: the registry, again) and
+/// Asks `backend` for JSON matching `schema`, repairing once. `domain`
 /// returns problems in words the model can act on.
 pub async fn complete_structured(
     backend: &dyn LlmBackend,
-    mut req: ChatRequest,
-    schema: &Value,
-    validator: &jsonschema::Validator,
-    domain: impl Fn(&Value) -> Vec<String>,
+    req: ChatRequest,
+    schema: &Schema,
+    domain: impl Fn(&Value) -> Vec<String> + Sync,
 ) -> Result<Structured, StructuredError> {
-    req.response_format = Some(ResponseFormat::JsonSchema {
-        json_schema: JsonSchemaFormat {
-            name: "home_commands".into(),
-            description: Some("Commands for the devices of the home".into()),
-            schema: Some(schema.clone()),
-            strict: Some(true),
-        },
-    });
-    let mut calls = 0;
-    loop {
-        calls += 1;
-        let reply = backend.complete(req.clone()).await.map_err(StructuredError::Backend)?;
-        let raw = reply.response.text();
-        let cut = reply.response.finish_reason() == Some(&FinishReason::Length);
-        let problems = match extract_json(&raw) {
-            // say why it is not JSON: the repair then asks for a complete, shorter answer
-            Err(_) if cut => {
-                vec!["the answer was cut off at the token limit; answer with fewer, complete commands".to_string()]
-            }
-            Err(p) => vec![p],
-            Ok(value) => {
-                let mut p = schema_problems(validator, &value);
-                if p.is_empty() {
-                    p = domain(&value);
-                }
-                if p.is_empty() {
-                    return Ok(Structured { value, reply, calls });
-                }
-                p
-            }
-        };
-        if calls >= 2 {
-            return Err(StructuredError::Invalid {
-                problems,
-                raw,
-                reply: Box::new(reply),
-            });
-        }
-        req.messages.push(Message::assistant(raw));
-        req.messages.push(Message::user(format!(
-            "That answer is invalid: {}. Answer again with only the JSON object, following the schema, \
-             using only device ids and actions from the list.",
-            problems.join("; ")
-        )));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn json_is_found_in_fences_and_prose() {
-        assert_eq!(extract_json(r#"{"a":1}"#).unwrap()["a"], 1);
-        assert_eq!(extract_json("```json\n{\"a\":2}\n```").unwrap()["a"], 2);
-        assert_eq!(extract_json("Sure! {\"a\":3} hope that helps").unwrap()["a"], 3);
-        assert!(extract_json("no json here").unwrap_err().contains("not JSON"));
+    let domain = |v: &Value| -> Vec<Violation> {
+        domain(v)
+            .into_iter()
+            .map(|message| Violation {
+                path: String::new(),
+                message,
+            })
+            .collect()
+    };
+    match structured::run_with(req, schema, |r| backend.complete(r), &domain, REPAIR_HINT).await {
+        Ok(o) => Ok(Structured {
+            value: o.value,
+            reply: o.response,
+            calls: o.calls,
+        }),
+        Err(structured::StructuredError::Call(e)) => Err(StructuredError::Backend(e)),
+        Err(structured::StructuredError::Schema(m)) => Err(StructuredError::Invalid {
+            problems: vec![format!("the command schema is invalid: {m}")],
+            raw: String::new(),
+        }),
+        Err(structured::StructuredError::Invalid { raw, violations, .. }) => Err(StructuredError::Invalid {
+            problems: violations.iter().map(ToString::to_string).collect(),
+            raw,
+        }),
     }
 }
