@@ -92,6 +92,8 @@ pub fn limiter(scope: &'static str, name: &str, allowed: bool) {
 
 /// Reads the gateway's state into gauges, then renders.
 pub fn render(gw: &crate::state::Gateway) -> String {
+    // The recorder must be in place before the gauges below are set.
+    let handle = handle();
     for t in gw.client.targets() {
         let state = match t.breaker.state {
             BreakerState::Closed => 0.0,
@@ -132,7 +134,7 @@ pub fn render(gw: &crate::state::Gateway) -> String {
     let st = gw.client.stats();
     gauge!("breakwater_retry_budget_allowed").set(st.retry_budget.allowed as f64);
     counter!("breakwater_retry_budget_refused_total").absolute(st.retry_budget.refused_total);
-    match handle() {
+    match handle {
         Some(h) => {
             h.run_upkeep();
             h.render()

@@ -74,6 +74,9 @@ pub async fn load(opts: &Options) -> Result<(GatewayConfig, String), String> {
 /// Starts serving `cfg` (already loaded) in the background.
 pub async fn start(cfg: GatewayConfig, origin: String, opts: &Options) -> Result<Running, String> {
     let listen = cfg.server.listen.clone();
+    // Install the metrics recorder first: whatever is recorded before it
+    // is lost.
+    crate::metrics::handle();
     let gw = state::build(cfg, origin).await.map_err(|e| e.to_string())?;
     let listener = TcpListener::bind(&listen)
         .await
