@@ -1,7 +1,7 @@
 //! `POST /v1/messages`: the Anthropic Messages API in front of the
 //! canonical client, streaming events included.
 
-use super::common::{Peer, admit, authorize, estimate_cost, parse_json};
+use super::common::{Peer, parse_json};
 use super::openai::{Finish, event_of, start};
 use crate::controls::meta_headers;
 use crate::errors::{ApiError, Flavor, status_of};
@@ -11,7 +11,6 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use breakwater::client::RequestOptions;
 use breakwater::error::Error;
 use breakwater::wire::anthropic::{
     MessagesRequest, StreamEncoder, StreamEvent, from_anthropic_request, to_anthropic_response,
@@ -30,44 +29,22 @@ pub async fn messages(
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
-    let fail = |e: Error, h: HeaderMap| {
-        let status = status_of(&e);
-        crate::metrics::request("messages", "unknown", status.as_u16(), None, s.t0.elapsed());
-        app.live.record(&event_of(None, Some(&e), s.t0.elapsed(), false));
-        ApiError::new(e, Flavor::Anthropic, &s.request_id)
-            .with_headers(h)
-            .into_response()
-    };
+    let refuse = |e: Error| s.refuse(&app, "messages", Flavor::Anthropic, e, HeaderMap::new());
     let areq: MessagesRequest = match parse_json(&s.body) {
         Ok(r) => r,
-        Err(e) => return fail(e, HeaderMap::new()),
+        Err(e) => return refuse(e),
     };
     let stream = areq.stream.unwrap_or(false);
     let mut req = match from_anthropic_request(areq) {
         Ok(r) => r,
-        Err(e) => return fail(e, HeaderMap::new()),
+        Err(e) => return refuse(e),
     };
-    if let Err(e) = breakwater::client::validate::chat(&req) {
-        return fail(e, HeaderMap::new());
-    }
-    let key = match authorize(&s.gw, &headers, peer, &req.model) {
-        Ok(k) => k,
-        Err(e) => return fail(e, HeaderMap::new()),
-    };
-    let prompt = u64::from(req.estimate_prompt_tokens());
-    let completion = u64::from(breakwater::mode::expected_output_tokens(&req));
-    let cost = estimate_cost(&s.gw, &req.model, prompt, completion);
-    let hold = match admit(key.as_ref(), prompt + completion, cost).await {
-        Ok(h) => h,
-        Err((e, h)) => return fail(e, h),
-    };
-    let opts = RequestOptions {
-        tenant: hold.tenant(),
-        deadline: None,
-        timeout: s.controls.timeout,
-        cache_control: s.controls.cache_control,
-        idempotency_key: s.controls.idempotency_key.clone(),
-        request_id: Some(s.request_id.clone()),
+    let (hold, opts) = match s
+        .admit_chat(&app, &headers, peer, &req, "messages", Flavor::Anthropic)
+        .await
+    {
+        Ok(x) => x,
+        Err(r) => return r,
     };
     let alias = req.model.clone();
     if !stream {

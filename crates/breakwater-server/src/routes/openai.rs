@@ -1,7 +1,7 @@
 //! The OpenAI-compatible routes: `/v1/chat/completions` (streamed and
 //! not), `/v1/embeddings` (micro-batched), `/v1/models`.
 
-use super::common::{Peer, admit, authorize, estimate_cost, parse_json, read_body};
+use super::common::{Hold, Peer, admit, authorize, estimate_cost, parse_json, read_body};
 use crate::controls::{self, meta_headers};
 use crate::errors::{ApiError, Flavor, body_of, status_of};
 use crate::live::Event;
@@ -15,6 +15,7 @@ use breakwater::client::{CallMeta, RequestOptions, StreamSummary};
 use breakwater::error::Error;
 use breakwater::types::{ChatRequest, EmbeddingRequest};
 use futures::StreamExt;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -88,6 +89,58 @@ pub(crate) async fn start(app: &AppState, headers: &HeaderMap, body: Body, flavo
     })
 }
 
+impl Start {
+    /// The answer to a request refused before any call, counted in the
+    /// metrics and live statistics like every other.
+    pub(crate) fn refuse(
+        &self,
+        app: &AppState,
+        route: &'static str,
+        flavor: Flavor,
+        e: Error,
+        h: HeaderMap,
+    ) -> Response {
+        let status = status_of(&e);
+        crate::metrics::request(route, "unknown", status.as_u16(), None, self.t0.elapsed());
+        app.live.record(&event_of(None, Some(&e), self.t0.elapsed(), false));
+        ApiError::new(e, flavor, &self.request_id)
+            .with_headers(h)
+            .into_response()
+    }
+
+    /// What every chat route does before calling: validate the request,
+    /// check the key against the model, take the key's limits and budget,
+    /// and build the call's options.
+    pub(crate) async fn admit_chat(
+        &self,
+        app: &AppState,
+        headers: &HeaderMap,
+        peer: SocketAddr,
+        req: &ChatRequest,
+        route: &'static str,
+        flavor: Flavor,
+    ) -> Result<(Hold, RequestOptions), Response> {
+        let refuse = |e, h| self.refuse(app, route, flavor, e, h);
+        breakwater::client::validate::chat(req).map_err(|e| refuse(e, HeaderMap::new()))?;
+        let key = authorize(&self.gw, headers, peer, &req.model).map_err(|e| refuse(e, HeaderMap::new()))?;
+        let prompt = u64::from(req.estimate_prompt_tokens());
+        let completion = u64::from(breakwater::mode::expected_output_tokens(req));
+        let cost = estimate_cost(&self.gw, &req.model, prompt, completion);
+        let hold = admit(key.as_ref(), prompt + completion, cost)
+            .await
+            .map_err(|(e, h)| refuse(e, h))?;
+        let opts = RequestOptions {
+            tenant: hold.tenant(),
+            deadline: None,
+            timeout: self.controls.timeout,
+            cache_control: self.controls.cache_control,
+            idempotency_key: self.controls.idempotency_key.clone(),
+            request_id: Some(self.request_id.clone()),
+        };
+        Ok((hold, opts))
+    }
+}
+
 /// `POST /v1/chat/completions`.
 pub async fn chat_completions(
     State(app): State<Arc<AppState>>,
@@ -99,39 +152,13 @@ pub async fn chat_completions(
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
-    let fail = |e: Error, h: HeaderMap| {
-        let status = status_of(&e);
-        crate::metrics::request("chat", "unknown", status.as_u16(), None, s.t0.elapsed());
-        app.live.record(&event_of(None, Some(&e), s.t0.elapsed(), false));
-        ApiError::new(e, Flavor::OpenAi, &s.request_id)
-            .with_headers(h)
-            .into_response()
-    };
     let req: ChatRequest = match parse_json(&s.body) {
         Ok(r) => r,
-        Err(e) => return fail(e, HeaderMap::new()),
+        Err(e) => return s.refuse(&app, "chat", Flavor::OpenAi, e, HeaderMap::new()),
     };
-    if let Err(e) = breakwater::client::validate::chat(&req) {
-        return fail(e, HeaderMap::new());
-    }
-    let key = match authorize(&s.gw, &headers, peer, &req.model) {
-        Ok(k) => k,
-        Err(e) => return fail(e, HeaderMap::new()),
-    };
-    let prompt = u64::from(req.estimate_prompt_tokens());
-    let completion = u64::from(breakwater::mode::expected_output_tokens(&req));
-    let cost = estimate_cost(&s.gw, &req.model, prompt, completion);
-    let hold = match admit(key.as_ref(), prompt + completion, cost).await {
-        Ok(h) => h,
-        Err((e, h)) => return fail(e, h),
-    };
-    let opts = RequestOptions {
-        tenant: hold.tenant(),
-        deadline: None,
-        timeout: s.controls.timeout,
-        cache_control: s.controls.cache_control,
-        idempotency_key: s.controls.idempotency_key.clone(),
-        request_id: Some(s.request_id.clone()),
+    let (hold, opts) = match s.admit_chat(&app, &headers, peer, &req, "chat", Flavor::OpenAi).await {
+        Ok(x) => x,
+        Err(r) => return r,
     };
     let alias = req.model.clone();
     if req.is_stream() {
