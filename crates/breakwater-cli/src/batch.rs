@@ -146,9 +146,9 @@ pub fn parse_line(line: usize, text: &str) -> Result<Item, BadLine> {
         None => return Err(bad(id, "field `body`: missing".into())),
     };
     let request = match url {
-        "/v1/chat/completions" => Request::Chat(
-            serde_json::from_value(body).map_err(|e| bad(id.clone(), format!("field `body`: {e}")))?,
-        ),
+        "/v1/chat/completions" => {
+            Request::Chat(serde_json::from_value(body).map_err(|e| bad(id.clone(), format!("field `body`: {e}")))?)
+        }
         "/v1/embeddings" => Request::Embeddings(
             serde_json::from_value(body).map_err(|e| bad(id.clone(), format!("field `body`: {e}")))?,
         ),
@@ -293,7 +293,10 @@ impl Output {
     fn write(&self, v: &Value) -> std::io::Result<()> {
         let mut line = serde_json::to_string(v).map_err(std::io::Error::other)?;
         line.push('\n');
-        let mut f = self.file.lock().map_err(|_| std::io::Error::other("output lock poisoned"))?;
+        let mut f = self
+            .file
+            .lock()
+            .map_err(|_| std::io::Error::other("output lock poisoned"))?;
         f.write_all(line.as_bytes())?;
         f.flush()
     }
@@ -321,7 +324,10 @@ impl Tally {
     }
 
     fn account(&self, meta: &CallMeta) {
-        if matches!(meta.cache, CacheOutcome::Hit | CacheOutcome::Semantic | CacheOutcome::Stale) {
+        if matches!(
+            meta.cache,
+            CacheOutcome::Hit | CacheOutcome::Semantic | CacheOutcome::Stale
+        ) {
             self.cached.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(u) = &meta.usage {
@@ -460,9 +466,9 @@ pub async fn run(a: BatchArgs) -> ExitCode {
     } else {
         ProgressBar::hidden()
     };
-    if let Ok(style) = ProgressStyle::with_template(
-        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} ETA {eta} {msg}",
-    ) {
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} ETA {eta} {msg}")
+    {
         bar.set_style(style);
     }
     bar.set_position(skipped + bad_written);
@@ -555,9 +561,7 @@ pub async fn run(a: BatchArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     if stop.is_cancelled() {
-        eprintln!(
-            "[breakwater] interrupted: {not_started} requests not started; run the same command again to resume"
-        );
+        eprintln!("[breakwater] interrupted: {not_started} requests not started; run the same command again to resume");
         return ExitCode::from(130);
     }
     ExitCode::SUCCESS
@@ -702,7 +706,9 @@ pub fn dry_run(input: &Input, cfg: Option<&GatewayConfig>) -> String {
         }
     }
     s.push_str(&format!("requests: {n}\nbad lines: {}\n", input.bad.len()));
-    s.push_str(&format!("prompt tokens (est.): {p}\ncompletion tokens (est., upper): {c}\n"));
+    s.push_str(&format!(
+        "prompt tokens (est.): {p}\ncompletion tokens (est., upper): {c}\n"
+    ));
     s.push_str(&format!(
         "cost (est.): ${:.6}{}\n",
         cost as f64 / 1e9,
@@ -722,8 +728,7 @@ pub fn dry_run(input: &Input, cfg: Option<&GatewayConfig>) -> String {
 mod tests {
     use super::*;
 
-    const CHAT: &str =
-        r#"{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[{"role":"user","content":"hi"}]}}"#;
+    const CHAT: &str = r#"{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[{"role":"user","content":"hi"}]}}"#;
 
     #[test]
     fn parses_good_and_bad_lines() {
@@ -740,10 +745,17 @@ mod tests {
         let b = parse_line(5, r#"{"custom_id":"x","method":"POST","url":"/v1/files","body":{}}"#).unwrap_err();
         assert_eq!(b.custom_id.as_deref(), Some("x"));
         assert!(b.message.contains("field `url`"), "{}", b.message);
-        let b = parse_line(6, r#"{"custom_id":"y","method":"POST","url":"/v1/chat/completions","body":{"model":1}}"#)
-            .unwrap_err();
+        let b = parse_line(
+            6,
+            r#"{"custom_id":"y","method":"POST","url":"/v1/chat/completions","body":{"model":1}}"#,
+        )
+        .unwrap_err();
         assert!(b.message.starts_with("line 6: field `body`"), "{}", b.message);
-        let b = parse_line(7, r#"{"custom_id":"z","method":"GET","url":"/v1/chat/completions","body":{}}"#).unwrap_err();
+        let b = parse_line(
+            7,
+            r#"{"custom_id":"z","method":"GET","url":"/v1/chat/completions","body":{}}"#,
+        )
+        .unwrap_err();
         assert!(b.message.contains("field `method`"), "{}", b.message);
     }
 

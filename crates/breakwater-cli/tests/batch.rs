@@ -26,7 +26,7 @@ impl Setup {
         let cfg = format!(
             "providers:\n  sim:\n    kind: openai\n    base_url: \"{}\"\n    api_key: sk-fake-test\n\
              models:\n  m:\n    targets: [{{provider: sim, model: sim-1}}]\n\
-             retry:\n  max_attempts: 1\n\
+             retry:\n  max_attempts: 1\n  per_kind: {{rate_limited: {{max_attempts: 1}}}}\n\
              prices:\n  sim-1: {{input: 1.0, output: 2.0}}\n",
             sim.openai_base()
         );
@@ -133,12 +133,15 @@ async fn output_format_errors_per_line_and_bad_lines() {
         "{this is not json".to_string(),
         json!({"custom_id": "bad-url", "method": "POST", "url": "/v1/files", "body": {}}).to_string(),
         json!({"method": "POST", "url": "/v1/chat/completions", "body": {}}).to_string(),
+        json!({"custom_id": "long-answer", "method": "POST", "url": "/v1/chat/completions",
+               "body": {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 600}})
+        .to_string(),
     ]);
     let o = s.run(&["--concurrency", "2"]).await;
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("2 ok, 4 failed (3 bad lines)"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("3 ok, 4 failed (3 bad lines)"), "{}", stderr(&o));
     let results = s.results();
-    assert_eq!(results.len(), 6, "{results:#?}");
+    assert_eq!(results.len(), 7, "{results:#?}");
     let m = by_id(&results);
 
     let ok = &m["ok-1"];
@@ -159,19 +162,37 @@ async fn output_format_errors_per_line_and_bad_lines() {
 
     let url = &m["bad-url"];
     assert_eq!(url["error"]["code"], "invalid_request");
-    assert!(url["error"]["message"].as_str().unwrap().starts_with("line 5: field `url`"));
+    assert!(
+        url["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("line 5: field `url`")
+    );
     let unnamed: Vec<&Value> = results.iter().filter(|r| r["custom_id"].is_null()).collect();
     assert_eq!(unnamed.len(), 2);
-    assert!(unnamed.iter().any(|r| r["line"] == 4
-        && r["error"]["message"].as_str().unwrap().starts_with("line 4: not valid JSON")));
-    assert!(unnamed.iter().any(|r| r["line"] == 6
-        && r["error"]["message"].as_str().unwrap() == "line 6: field `custom_id`: missing"));
+    assert!(unnamed.iter().any(|r| {
+        r["line"] == 4
+            && r["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("line 4: not valid JSON")
+    }));
+    assert!(
+        unnamed
+            .iter()
+            .any(|r| r["line"] == 6 && r["error"]["message"].as_str().unwrap() == "line 6: field `custom_id`: missing")
+    );
+
+    // The adaptive mode: a long expected answer is streamed upstream and
+    // assembled; the short ones are called for complete answers.
+    assert_eq!(m["long-answer"]["response"]["body"]["object"], "chat.completion");
+    assert_eq!(s.sim.stats().streams_started, 1);
 
     // Run again: everything is already there; nothing is called or written.
     let calls = s.sim.stats().requests;
     let o = s.run(&[]).await;
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(s.results().len(), 6);
+    assert_eq!(s.results().len(), 7);
     assert_eq!(s.sim.stats().requests, calls);
 }
 
@@ -214,7 +235,9 @@ async fn resume_after_sigkill_gives_each_custom_id_once() {
     })
     .await;
     let n = 30;
-    let lines: Vec<String> = (0..n).map(|i| chat(&format!("r{i}"), &format!("question {i}"))).collect();
+    let lines: Vec<String> = (0..n)
+        .map(|i| chat(&format!("r{i}"), &format!("question {i}")))
+        .collect();
     s.write_input(&lines);
     let out = s.path("out.jsonl");
     let mut child = s.command(&["--concurrency", "2"]).spawn().unwrap();
@@ -245,7 +268,9 @@ async fn sigint_finishes_in_flight_requests_and_exits_130() {
     })
     .await;
     let n = 40;
-    let lines: Vec<String> = (0..n).map(|i| chat(&format!("r{i}"), &format!("question {i}"))).collect();
+    let lines: Vec<String> = (0..n)
+        .map(|i| chat(&format!("r{i}"), &format!("question {i}")))
+        .collect();
     s.write_input(&lines);
     let out = s.path("out.jsonl");
     let mut child = s.command(&["--concurrency", "4"]).spawn().unwrap();
@@ -258,7 +283,11 @@ async fn sigint_finishes_in_flight_requests_and_exits_130() {
         .expect("exits after SIGINT")
         .unwrap();
     assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
-    assert!(stderr(&o).contains("run the same command again to resume"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("run the same command again to resume"),
+        "{}",
+        stderr(&o)
+    );
     let results = s.results();
     by_id(&results);
     // Every request the upstream received was finished and written.
@@ -270,4 +299,22 @@ async fn sigint_finishes_in_flight_requests_and_exits_130() {
     let o = s.run(&[]).await;
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(by_id(&s.results()).len(), n);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_errors_are_reported_per_line_with_their_kind() {
+    let mut sim = SimulatorConfig::default();
+    sim.latency_ms = 1;
+    sim.faults.rate_limited = 1.0;
+    let s = Setup::new(sim).await;
+    s.write_input(&[chat("a", "one"), chat("b", "two"), chat("c", "three")]);
+    let o = s.run(&["--concurrency", "2"]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = by_id(&s.results());
+    assert_eq!(m.len(), 3);
+    for r in m.values() {
+        assert_eq!(r["error"]["code"], "rate_limited", "{r}");
+        assert_eq!(r["response"]["status_code"], 429, "{r}");
+        assert_eq!(r["response"]["body"]["error"]["type"], "rate_limit_error", "{r}");
+    }
 }
