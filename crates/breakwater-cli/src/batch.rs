@@ -76,7 +76,7 @@ pub struct BatchArgs {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
     /// `/v1/chat/completions`.
-    Chat(ChatRequest),
+    Chat(Box<ChatRequest>),
     /// `/v1/embeddings`.
     Embeddings(EmbeddingRequest),
 }
@@ -146,9 +146,9 @@ pub fn parse_line(line: usize, text: &str) -> Result<Item, BadLine> {
         None => return Err(bad(id, "field `body`: missing".into())),
     };
     let request = match url {
-        "/v1/chat/completions" => {
-            Request::Chat(serde_json::from_value(body).map_err(|e| bad(id.clone(), format!("field `body`: {e}")))?)
-        }
+        "/v1/chat/completions" => Request::Chat(Box::new(
+            serde_json::from_value(body).map_err(|e| bad(id.clone(), format!("field `body`: {e}")))?,
+        )),
         "/v1/embeddings" => Request::Embeddings(
             serde_json::from_value(body).map_err(|e| bad(id.clone(), format!("field `body`: {e}")))?,
         ),
@@ -572,7 +572,7 @@ pub async fn run(a: BatchArgs) -> ExitCode {
 async fn call(client: &Client, item: &Item, opts: RequestOptions) -> (Value, CallMeta, bool, bool) {
     let res = match &item.request {
         Request::Chat(req) => client
-            .chat(req.clone(), opts)
+            .chat(ChatRequest::clone(req), opts)
             .await
             .map(|o| (serde_json::to_value(&*o.response), o.meta)),
         Request::Embeddings(req) => client

@@ -303,10 +303,16 @@ async fn sigint_finishes_in_flight_requests_and_exits_130() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_errors_are_reported_per_line_with_their_kind() {
-    let mut sim = SimulatorConfig::default();
-    sim.latency_ms = 1;
-    sim.faults.rate_limited = 1.0;
-    let s = Setup::new(sim).await;
+    let faults = breakwater::simulator::Faults {
+        rate_limited: 1.0,
+        ..Default::default()
+    };
+    let s = Setup::new(SimulatorConfig {
+        latency_ms: 1,
+        faults,
+        ..SimulatorConfig::default()
+    })
+    .await;
     s.write_input(&[chat("a", "one"), chat("b", "two"), chat("c", "three")]);
     let o = s.run(&["--concurrency", "2"]).await;
     assert!(o.status.success(), "{}", stderr(&o));
