@@ -312,9 +312,12 @@ struct Tally {
 }
 
 impl Tally {
-    fn message(&self) -> String {
+    fn message(&self, started: Instant) -> String {
+        let calls = self.ok.load(Ordering::Relaxed) + self.failed.load(Ordering::Relaxed);
+        let secs = started.elapsed().as_secs_f64();
+        let rate = if secs > 0.0 { calls as f64 / secs } else { 0.0 };
         format!(
-            "ok {} · failed {} · cached {} · {} tokens · ${:.4}",
+            "{rate:.1}/s · ok {} · failed {} · cached {} · {} tokens · ${:.4}",
             self.ok.load(Ordering::Relaxed),
             self.failed.load(Ordering::Relaxed),
             self.cached.load(Ordering::Relaxed),
@@ -354,7 +357,6 @@ pub async fn run(a: BatchArgs) -> ExitCode {
         let stop = stop.clone();
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\n[breakwater] interrupted: finishing the requests in flight (Ctrl-C again to quit now)");
                 stop.cancel();
                 if tokio::signal::ctrl_c().await.is_ok() {
                     std::process::exit(130);
@@ -467,14 +469,14 @@ pub async fn run(a: BatchArgs) -> ExitCode {
         ProgressBar::hidden()
     };
     if let Ok(style) =
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} ETA {eta} {msg}")
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} · {msg} · ETA {eta}")
     {
         bar.set_style(style);
     }
-    bar.set_position(skipped + bad_written);
-    bar.set_message(tally.message());
-
     let started = Instant::now();
+    bar.set_position(skipped + bad_written);
+    bar.set_message(tally.message(started));
+
     let max = a.concurrency.max(1);
     let bulkhead = Bulkhead::new(
         "batch",
@@ -501,6 +503,12 @@ pub async fn run(a: BatchArgs) -> ExitCode {
             };
             let Some(permit) = permit.filter(|_| !stop.is_cancelled()) else {
                 not_started = 1 + queue.len();
+                bar.suspend(|| {
+                    eprintln!(
+                        "[breakwater] stopping: finishing the {} requests in flight, {not_started} not started (Ctrl-C again to quit now)",
+                        set.len()
+                    );
+                });
                 break;
             };
             let (client, out, tally, bar, fatal, stop, opts) = (
@@ -534,7 +542,7 @@ pub async fn run(a: BatchArgs) -> ExitCode {
                     stop.cancel();
                 }
                 bar.inc(1);
-                bar.set_message(tally.message());
+                bar.set_message(tally.message(started));
             });
             while set.try_join_next().is_some() {}
         }
@@ -580,13 +588,6 @@ async fn call(client: &Client, item: &Item, opts: RequestOptions) -> (Value, Cal
             .await
             .map(|(r, m)| (serde_json::to_value(&r), m)),
     };
-    let pressured = |meta: &CallMeta, last: Option<ErrorKind>| {
-        meta.attempts
-            .iter()
-            .filter_map(|a| a.error)
-            .chain(last)
-            .any(|k| matches!(k, ErrorKind::RateLimited | ErrorKind::Overloaded))
-    };
     match res {
         Ok((Ok(body), meta)) => {
             let p = pressured(&meta, None);
@@ -601,6 +602,16 @@ async fn call(client: &Client, item: &Item, opts: RequestOptions) -> (Value, Cal
             (error_result(item, &f.error, &f.meta.request_id), *f.meta, p, false)
         }
     }
+}
+
+/// Whether a call met rate limiting or overload on any attempt (or in its
+/// final error): the signal that shrinks the adaptive concurrency limit.
+fn pressured(meta: &CallMeta, last: Option<ErrorKind>) -> bool {
+    meta.attempts
+        .iter()
+        .filter_map(|a| a.error)
+        .chain(last)
+        .any(|k| matches!(k, ErrorKind::RateLimited | ErrorKind::Overloaded))
 }
 
 /// Opens (or creates) the output for appending, after cutting a torn last
@@ -811,6 +822,47 @@ mod tests {
         assert_eq!(b["error"]["code"], "invalid_request");
         assert_eq!(b["line"], 3);
         assert!(b["response"].is_null());
+    }
+
+    #[test]
+    fn rate_limits_on_any_attempt_are_pressure() {
+        let ok = meta_with(&[]);
+        assert!(!pressured(&ok, None));
+        assert!(pressured(&ok, Some(ErrorKind::Overloaded)));
+        assert!(!pressured(&ok, Some(ErrorKind::InvalidRequest)));
+        assert!(pressured(&meta_with(&[Some(ErrorKind::RateLimited), None]), None));
+        assert!(!pressured(&meta_with(&[Some(ErrorKind::ServerError), None]), None));
+    }
+
+    fn meta_with(errors: &[Option<ErrorKind>]) -> CallMeta {
+        CallMeta {
+            request_id: "r".into(),
+            alias: "m".into(),
+            target: None,
+            attempts: errors
+                .iter()
+                .map(|e| breakwater::client::AttemptRecord {
+                    target: "p/m".into(),
+                    error: *e,
+                    status: None,
+                    message: None,
+                    latency_ms: 1,
+                    hedge: false,
+                    local: false,
+                })
+                .collect(),
+            cache: CacheOutcome::Miss,
+            degraded: None,
+            hedged: false,
+            stitched: false,
+            idempotent_replay: false,
+            coalesced: false,
+            upstream_mode: None,
+            usage: None,
+            cost_usd: 0.0,
+            latency_ms: 1,
+            ttft_ms: None,
+        }
     }
 
     #[test]
