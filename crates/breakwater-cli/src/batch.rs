@@ -221,6 +221,8 @@ pub struct Done {
     /// Bytes to keep: everything up to the last newline (a torn last line
     /// is cut).
     pub keep: usize,
+    /// The last line is whole but lacks its newline.
+    pub needs_newline: bool,
 }
 
 /// Reads an existing output file's contents. A complete line that is not
@@ -231,10 +233,7 @@ pub fn scan_output(bytes: &[u8]) -> Result<Done, String> {
         keep,
         ..Done::default()
     };
-    for (i, raw) in bytes[..keep].split(|b| *b == b'\n').enumerate() {
-        if raw.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
+    let record = |i: usize, raw: &[u8], done: &mut Done| -> Result<(), String> {
         let v: Value = serde_json::from_slice(raw).map_err(|e| format!("line {} is not a result line: {e}", i + 1))?;
         match (v.get("custom_id"), v.get("line")) {
             (Some(Value::String(id)), _) => {
@@ -245,6 +244,22 @@ pub fn scan_output(bytes: &[u8]) -> Result<Done, String> {
             }
             _ => return Err(format!("line {} is not a result line: no custom_id", i + 1)),
         }
+        Ok(())
+    };
+    let mut n = 0;
+    for (i, raw) in bytes[..keep].split(|b| *b == b'\n').enumerate() {
+        n = i + 1;
+        if raw.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        record(i, raw, &mut done)?;
+    }
+    // A last line without its newline is whole if it parses (an edited
+    // file); it is kept and only its newline is missing.
+    let tail = &bytes[keep..];
+    if !tail.iter().all(u8::is_ascii_whitespace) && record(n, tail, &mut done).is_ok() {
+        done.keep = bytes.len();
+        done.needs_newline = true;
     }
     Ok(done)
 }
@@ -628,7 +643,9 @@ fn open_output(path: &Path) -> Result<(Done, File), String> {
         .append(true)
         .open(path)
         .map_err(|e| e.to_string())?;
-    if done.keep < existing.len() {
+    if done.needs_newline {
+        (&file).write_all(b"\n").map_err(|e| e.to_string())?;
+    } else if done.keep < existing.len() {
         file.set_len(done.keep as u64).map_err(|e| e.to_string())?;
         eprintln!(
             "[breakwater] {}: cut a torn last line ({} bytes) left by an interrupted run",
@@ -791,6 +808,8 @@ mod tests {
         assert!(done.lines.contains(&2));
         assert_eq!(scan_output(b"").unwrap(), Done::default());
         assert!(scan_output(b"garbage\n").is_err(), "a whole line that is not ours");
+        let whole = scan_output(format!("{good}\n{good}").as_bytes()).unwrap();
+        assert!(whole.needs_newline && whole.keep == 2 * good.len() + 1);
     }
 
     #[test]
@@ -806,6 +825,13 @@ mod tests {
             std::fs::read_to_string(&path).unwrap(),
             "{\"custom_id\":\"a\"}\n{\"custom_id\":\"c\"}\n"
         );
+        // A whole last line without its newline is kept.
+        std::fs::write(&path, "{\"custom_id\":\"a\"}\n{\"custom_id\":\"b\"}").unwrap();
+        let (done, mut f) = open_output(&path).unwrap();
+        assert_eq!(done.ids.len(), 2);
+        f.write_all(b"{\"custom_id\":\"c\"}\n").unwrap();
+        drop(f);
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 3);
     }
 
     #[test]
