@@ -1,5 +1,6 @@
 //! `breakwater`: the one binary.
 
+mod batch;
 mod chat;
 mod iot;
 mod serve;
@@ -26,6 +27,9 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Run the fault-injecting LLM simulator as an HTTP server.
     Simulate(simulate::SimulateArgs),
+    /// Run an OpenAI Batch API JSONL file through the resilient client
+    /// (resumable, adaptive concurrency, progress, dry-run estimates).
+    Batch(batch::BatchArgs),
     /// Talk to the IoT command system ("dim the bedroom lights"), read its
     /// log, or run simulated devices.
     Iot(iot::IotArgs),
@@ -52,6 +56,7 @@ fn main() -> ExitCode {
     rt.block_on(async {
         match cli.command {
             Command::Chat(a) => chat::run(a).await,
+            Command::Batch(a) => batch::run(a).await,
             Command::Simulate(a) => simulate::run(a).await,
             Command::Iot(a) => iot::run(a).await,
             Command::Serve(_) | Command::CheckConfig(_) => ExitCode::SUCCESS,
