@@ -76,17 +76,31 @@ fn http() -> reqwest::Client {
 }
 
 async fn chat(c: &reqwest::Client, url: &str, i: usize) -> StatusCode {
+    // Some prompts repeat (cache hits), every fifth request streams (time to
+    // first token).
+    let content = if i % 4 == 0 {
+        format!("hello {}", i % 7)
+    } else {
+        format!("hello {i}")
+    };
     let body = serde_json::json!({
         "model": "default",
-        "messages": [{"role": "user", "content": if i % 4 == 0 { format!("hello {}", i % 7) } else { format!("hello {i}") }}],
+        "temperature": 0,
+        "stream": i % 5 == 1,
+        "messages": [{"role": "user", "content": content}],
     });
-    c.post(format!("{url}/v1/chat/completions"))
+    let Ok(r) = c
+        .post(format!("{url}/v1/chat/completions"))
         .bearer_auth(TENANT)
         .json(&body)
         .send()
         .await
-        .map(|r| r.status())
-        .unwrap_or(StatusCode::BAD_GATEWAY)
+    else {
+        return StatusCode::BAD_GATEWAY;
+    };
+    let status = r.status();
+    let _ = r.bytes().await;
+    status
 }
 
 /// Reads server-sent events until `n` `snapshot` events came (bounded).
