@@ -25,6 +25,10 @@ struct Setup {
 /// breaker trips), `flaky` fails a third of the time (retries), `good`
 /// always answers.
 async fn setup(admin_key: Option<&str>) -> Setup {
+    setup_with(admin_key, "").await
+}
+
+async fn setup_with(admin_key: Option<&str>, extra_yaml: &str) -> Setup {
     let sim = |p: f64| {
         let mut c = SimulatorConfig::instant();
         c.latency_ms = 2;
@@ -50,17 +54,22 @@ models:
       - {{ provider: flaky, model: m }}
       - {{ provider: good, model: m }}
     cache: {{ enabled: true, ttl_s: 60 }}
+  broken:
+    targets: [{{ provider: bad, model: m }}]
 retry: {{ max_attempts: 2, backoff: {{ base_ms: 1, max_ms: 5, jitter: none }} }}
 breaker: {{ consecutive_failures: 3, open_s: 120, max_open_s: 600, min_calls: 1000 }}
 keys:
   - {{ name: team-a, key: "{TENANT}", limits: {{ rpm: 100000 }} }}
+{extra_yaml}
 "#,
         bad = bad.openai_base(),
         flaky = flaky.openai_base(),
         good = good.openai_base(),
     );
     let cfg = breakwater_server::config::parse(&yaml, "dashboard-test.yaml", &|_| None).unwrap();
-    let gw = serve::start(cfg, "test".into(), &serve::Options::default()).await.unwrap();
+    let gw = serve::start(cfg, "test".into(), &serve::Options::default())
+        .await
+        .unwrap();
     Setup {
         gw,
         _sims: vec![bad, flaky, good],
@@ -103,29 +112,50 @@ async fn chat(c: &reqwest::Client, url: &str, i: usize) -> StatusCode {
     status
 }
 
-/// Reads server-sent events until `n` `snapshot` events came (bounded).
-async fn snapshots(resp: reqwest::Response, n: usize) -> Vec<serde_json::Value> {
-    let mut resp = resp;
-    let mut buf = String::new();
-    let mut out = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while out.len() < n {
-        let chunk = tokio::time::timeout_at(deadline, resp.chunk())
-            .await
-            .expect("snapshots arrive within 10 s")
-            .unwrap()
-            .expect("the stream stays open");
-        buf.push_str(std::str::from_utf8(&chunk).unwrap());
-        while let Some(end) = buf.find("\n\n") {
-            let event: String = buf.drain(..end + 2).collect();
-            if event.lines().any(|l| l == "event: snapshot") {
-                let data: String = event
-                    .lines()
-                    .filter_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:")))
-                    .collect();
-                out.push(serde_json::from_str(&data).unwrap());
-            }
+/// Reads `snapshot` server-sent events one at a time.
+struct Snapshots {
+    resp: reqwest::Response,
+    buf: String,
+}
+
+impl Snapshots {
+    fn new(resp: reqwest::Response) -> Self {
+        Snapshots {
+            resp,
+            buf: String::new(),
         }
+    }
+
+    /// The next snapshot (within 10 s).
+    async fn next(&mut self) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            while let Some(end) = self.buf.find("\n\n") {
+                let event: String = self.buf.drain(..end + 2).collect();
+                if event.lines().any(|l| l == "event: snapshot") {
+                    let data: String = event
+                        .lines()
+                        .filter_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:")))
+                        .collect();
+                    return serde_json::from_str(&data).unwrap();
+                }
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.resp.chunk())
+                .await
+                .expect("a snapshot arrives within 10 s")
+                .unwrap()
+                .expect("the stream stays open");
+            self.buf.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+}
+
+/// The first `n` snapshots of a stream.
+async fn snapshots(resp: reqwest::Response, n: usize) -> Vec<serde_json::Value> {
+    let mut s = Snapshots::new(resp);
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(s.next().await);
     }
     out
 }
@@ -138,7 +168,12 @@ async fn page_and_assets_are_served_with_their_types() {
     let r = c.get(format!("{url}/dashboard")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8");
-    assert!(r.headers()["content-security-policy"].to_str().unwrap().contains("default-src 'self'"));
+    assert!(
+        r.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'self'")
+    );
     let page = r.text().await.unwrap();
     assert!(page.contains("/dashboard/app.js") && page.contains("id=\"targets\""));
     assert!(!page.contains("http://") && !page.contains("https://"), "no CDN");
@@ -173,7 +208,12 @@ async fn the_admin_key_or_its_cookie_is_required() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     // The header works like on the admin routes.
-    let r = c.get(format!("{url}/dashboard")).bearer_auth(ADMIN).send().await.unwrap();
+    let r = c
+        .get(format!("{url}/dashboard"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 
     // The key once (query or form) → a redirect that sets the cookie.
@@ -192,7 +232,12 @@ async fn the_admin_key_or_its_cookie_is_required() {
         assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict") && set.contains("Path=/dashboard"));
         assert!(!set.contains(ADMIN), "the cookie never holds the key");
         let pair = set.split(';').next().unwrap().to_string();
-        let page = c.get(format!("{url}/dashboard")).header("cookie", &pair).send().await.unwrap();
+        let page = c
+            .get(format!("{url}/dashboard"))
+            .header("cookie", &pair)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(page.status(), StatusCode::OK);
         let ev = c
             .get(format!("{url}/dashboard/events"))
@@ -201,7 +246,12 @@ async fn the_admin_key_or_its_cookie_is_required() {
             .await
             .unwrap();
         assert_eq!(ev.status(), StatusCode::OK);
-        assert!(ev.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+        assert!(
+            ev.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/event-stream")
+        );
         assert_eq!(snapshots(ev, 1).await.len(), 1);
     }
     // The cookie does not open the other admin routes.
@@ -214,7 +264,13 @@ async fn without_an_admin_key_only_loopback_gets_in() {
     let s = setup(None).await;
     let app = s.gw.app.clone();
     let far = Peer("192.0.2.7:40000".parse().unwrap());
-    let r = dashboard::page(State(app.clone()), Extension(far.clone()), HeaderMap::new(), Query(KeyForm::default())).await;
+    let r = dashboard::page(
+        State(app.clone()),
+        Extension(far.clone()),
+        HeaderMap::new(),
+        Query(KeyForm::default()),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     let r = dashboard::events(State(app.clone()), Extension(far.clone()), HeaderMap::new()).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
@@ -243,16 +299,13 @@ async fn the_stream_carries_the_fields_the_page_reads() {
         chat(&c, &url, i).await;
     }
     // Poll (bounded) until the breaker of `bad` shows open in a snapshot.
-    let resp = c.get(format!("{url}/dashboard/events")).send().await.unwrap();
-    let mut resp = Some(resp);
+    let mut stream = Snapshots::new(c.get(format!("{url}/dashboard/events")).send().await.unwrap());
     let mut last = serde_json::Value::Null;
     for _ in 0..5 {
-        let snaps = snapshots(resp.take().unwrap(), 1).await;
-        last = snaps[0].clone();
+        last = stream.next().await;
         if last["targets"].as_array().unwrap().iter().any(|t| t["state"] == "open") {
             break;
         }
-        resp = Some(c.get(format!("{url}/dashboard/events")).send().await.unwrap());
     }
     let s = &last;
     assert_eq!(s["version"], dashboard::SNAPSHOT_VERSION);
@@ -280,18 +333,37 @@ async fn the_stream_carries_the_fields_the_page_reads() {
         assert!(s.pointer(path).is_some(), "snapshot lacks {path}: {s:#}");
     }
     assert_eq!(s["series"].as_array().unwrap().len(), 120);
-    for f in ["requests", "errors", "retries", "failovers", "hedges", "p50_ms", "p99_ms"] {
+    for f in [
+        "requests",
+        "errors",
+        "retries",
+        "failovers",
+        "hedges",
+        "p50_ms",
+        "p99_ms",
+    ] {
         assert!(s["series"][0].get(f).is_some(), "series point lacks {f}");
     }
     assert!(s["traffic"]["requests_300s"].as_u64().unwrap() >= 40);
     assert!(s["traffic"]["retries_300s"].as_u64().unwrap() > 0, "{s:#}");
-    let bad = s["targets"].as_array().unwrap().iter().find(|t| t["id"] == "bad/m").unwrap();
+    let bad = s["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == "bad/m")
+        .unwrap();
     assert_eq!(bad["state"], "open", "{bad:#}");
     assert!(bad["errors_by_kind"]["server_error"].as_u64().unwrap() >= 3);
     let hist = bad["history"].as_array().unwrap();
-    assert!(hist.iter().any(|c| c["to"] == "open" && c["from"] == "closed"), "{hist:?}");
+    assert!(
+        hist.iter().any(|c| c["to"] == "open" && c["from"] == "closed"),
+        "{hist:?}"
+    );
     let key = &s["limits"]["keys"][0];
-    assert_eq!((key["name"].as_str(), key["rpm"].as_u64()), (Some("team-a"), Some(100000)));
+    assert_eq!(
+        (key["name"].as_str(), key["rpm"].as_u64()),
+        (Some("team-a"), Some(100000))
+    );
     let up: Vec<&str> = s["limits"]["upstream"]
         .as_array()
         .unwrap()
@@ -300,6 +372,83 @@ async fn the_stream_carries_the_fields_the_page_reads() {
         .collect();
     assert_eq!(up, ["bad", "good"]);
     assert!(s["iot"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_iot_feed_shows_commands_confirmations_and_devices() {
+    use breakwater_iot::{DeviceFaults, run_simulated_devices};
+    let broker = breakwater_testkit::Mosquitto::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let registry = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/home.yaml");
+    // `model: broken` always fails: the rule-based parser answers.
+    let iot = format!(
+        "iot:\n  registry: \"{registry}\"\n  model: broken\n  mqtt: {{ url: \"{}\", topic_prefix: home }}\n  store: \"sqlite://{}\"\n",
+        broker.url(),
+        dir.path().join("iot.db").display()
+    );
+    let s = setup_with(None, &iot).await;
+    let svc = s.gw.app.iot.get().expect("the IoT service runs").clone();
+    let reg = svc.registry().clone();
+    let mqtt = s.gw.app.gateway.load().config.iot.as_ref().unwrap().mqtt.clone();
+    let _devices = run_simulated_devices(reg, &mqtt, DeviceFaults::default())
+        .await
+        .unwrap();
+    assert!(svc.wait_connected(Duration::from_secs(10)).await);
+    let c = http();
+    let url = s.gw.url();
+    for text in ["turn on the kitchen light", "unlock the front door"] {
+        let r = c
+            .post(format!("{url}/iot/commands"))
+            .bearer_auth(TENANT)
+            .json(&serde_json::json!({"text": text, "user": "ann"}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{text}: {}", r.status());
+    }
+    let resp = c.get(format!("{url}/dashboard/events")).send().await.unwrap();
+    let mut stream = Snapshots::new(resp);
+    let mut found = None;
+    for _ in 0..8 {
+        let snap = stream.next().await;
+        let iot = &snap["iot"];
+        let states = iot["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| !d["state"].is_null())
+            .count();
+        if iot["recent"].as_array().unwrap().len() == 2 && states > 0 {
+            found = Some(snap);
+            break;
+        }
+    }
+    let snap = found.expect("the feed shows both commands and a device state within 8 snapshots");
+    let iot = &snap["iot"];
+    assert_eq!(iot["connected"], true);
+    assert!(iot["error"].is_null());
+    let pending = iot["pending"].as_array().unwrap();
+    assert_eq!(pending.len(), 1, "{iot:#}");
+    assert_eq!(pending[0]["text"], "unlock the front door");
+    assert!(pending[0]["confirm_deadline"].is_i64());
+    assert!(
+        pending[0].get("parse").is_none(),
+        "the parse details stay out of the feed"
+    );
+    let recent = iot["recent"].as_array().unwrap();
+    assert!(
+        recent
+            .iter()
+            .any(|r| r["status"] == "dispatched" && r["commands"][0]["command"]["device"].is_string())
+    );
+    assert_eq!(iot["devices"].as_array().unwrap().len(), reg_len());
+}
+
+fn reg_len() -> usize {
+    breakwater_iot::registry::Registry::load(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/home.yaml"))
+        .unwrap()
+        .devices()
+        .len()
 }
 
 fn browser_dir() -> PathBuf {

@@ -227,6 +227,13 @@
     const kinds = Object.entries(snap.traffic.errors_by_kind_300s || {});
     $("kinds-empty").hidden = kinds.length > 0;
     $("kinds").replaceChildren(...kinds.map(([k, n]) => el("li", k.replace(/_/g, " ") + " " + n, "chip")));
+    const upstream = {};
+    for (const t of snap.targets) {
+      for (const [k, n] of Object.entries(t.errors_by_kind || {})) upstream[k] = (upstream[k] || 0) + n;
+    }
+    const up = Object.entries(upstream).sort((a, b) => b[1] - a[1]);
+    $("upstream-kinds-empty").hidden = up.length > 0;
+    $("upstream-kinds").replaceChildren(...up.map(([k, n]) => el("li", k.replace(/_/g, " ") + " " + n, "chip")));
   }
 
   function commandsText(r) {

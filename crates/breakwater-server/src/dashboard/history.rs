@@ -81,7 +81,10 @@ impl History {
 
     /// The breaker changes kept, oldest first.
     pub fn changes(&self) -> Vec<BreakerChange> {
-        self.changes.lock().map(|q| q.iter().cloned().collect()).unwrap_or_default()
+        self.changes
+            .lock()
+            .map(|q| q.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     pub(crate) fn push_sample(&self, s: Sample) {

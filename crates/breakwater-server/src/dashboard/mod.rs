@@ -89,7 +89,10 @@ fn html(status: StatusCode, body: String) -> Response {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// The page shown instead of the dashboard: why, and the key form when a
@@ -135,7 +138,8 @@ pub struct KeyForm {
 fn sign_in(gw: &Gateway, peer: SocketAddr, key: &str) -> Response {
     let to_page = |cookie: Option<String>| {
         let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, "/dashboard")]).into_response();
-        r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Some(c) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
             r.headers_mut().insert(header::SET_COOKIE, c);
         }
@@ -146,11 +150,7 @@ fn sign_in(gw: &Gateway, peer: SocketAddr, key: &str) -> Response {
             "{COOKIE}={}; Path=/dashboard; HttpOnly; SameSite=Strict; Max-Age=43200",
             session_token(d)
         ))),
-        Some(_) => refusal(
-            StatusCode::UNAUTHORIZED,
-            "That is not the admin key. Try again.",
-            true,
-        ),
+        Some(_) => refusal(StatusCode::UNAUTHORIZED, "That is not the admin key. Try again.", true),
         None if peer.ip().is_loopback() => to_page(None),
         None => refuse(&Error::new(ErrorKind::PermissionDenied, "loopback only")),
     }
@@ -254,7 +254,11 @@ pub async fn snapshot(app: &AppState) -> Value {
     let span = app.dash.span();
     let delta = |pick: fn(&history::Sample) -> &BTreeMap<String, u64>, name: &str| -> Option<u64> {
         let (new, old, _) = span.as_ref()?;
-        Some(pick(new).get(name)?.saturating_sub(pick(old).get(name).copied().unwrap_or(0)))
+        Some(
+            pick(new)
+                .get(name)?
+                .saturating_sub(pick(old).get(name).copied().unwrap_or(0)),
+        )
     };
     let window_s = span.as_ref().map(|(_, _, s)| *s).unwrap_or(0);
 
@@ -334,13 +338,24 @@ pub async fn snapshot(app: &AppState) -> Value {
                 }
             }
         }
-        limiters.push(limiter_row("provider", name, p.limits.rpm, p.limits.tpm, p.limits.max_in_flight, used, in_flight));
+        limiters.push(limiter_row(
+            "provider",
+            name,
+            p.limits.rpm,
+            p.limits.tpm,
+            p.limits.max_in_flight,
+            used,
+            in_flight,
+        ));
     }
     for m in cfg.models.values() {
         for t in &m.targets {
             let Some(l) = &t.limits else { continue };
             let id = format!("{}/{}", t.provider, t.model);
-            if limiters.iter().any(|r| r["scope"] == "target" && r["name"] == id.as_str()) {
+            if limiters
+                .iter()
+                .any(|r| r["scope"] == "target" && r["name"] == id.as_str())
+            {
                 continue;
             }
             let in_flight = targets
@@ -349,7 +364,15 @@ pub async fn snapshot(app: &AppState) -> Value {
                 .and_then(|x| x["in_flight"].as_u64())
                 .unwrap_or(0);
             let used = delta(|s| &s.target_calls, &id);
-            limiters.push(limiter_row("target", &id, l.rpm, l.tpm, l.max_in_flight, used, in_flight));
+            limiters.push(limiter_row(
+                "target",
+                &id,
+                l.rpm,
+                l.tpm,
+                l.max_in_flight,
+                used,
+                in_flight,
+            ));
         }
     }
 
