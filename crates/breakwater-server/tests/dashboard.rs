@@ -87,7 +87,7 @@ fn http() -> reqwest::Client {
 async fn chat(c: &reqwest::Client, url: &str, i: usize) -> StatusCode {
     // Some prompts repeat (cache hits), every fifth request streams (time to
     // first token).
-    let content = if i % 4 == 0 {
+    let content = if i.is_multiple_of(4) {
         format!("hello {}", i % 7)
     } else {
         format!("hello {i}")
@@ -266,13 +266,13 @@ async fn without_an_admin_key_only_loopback_gets_in() {
     let far = Peer("192.0.2.7:40000".parse().unwrap());
     let r = dashboard::page(
         State(app.clone()),
-        Extension(far.clone()),
+        Extension(far),
         HeaderMap::new(),
         Query(KeyForm::default()),
     )
     .await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    let r = dashboard::events(State(app.clone()), Extension(far.clone()), HeaderMap::new()).await;
+    let r = dashboard::events(State(app.clone()), Extension(far), HeaderMap::new()).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     let r = dashboard::sign_in_form(
         State(app.clone()),
