@@ -149,3 +149,41 @@ pub async fn record(app: Arc<AppState>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use breakwater::policy::breaker::{BreakerState, Transition};
+
+    #[test]
+    fn the_rings_stay_bounded() {
+        let h = History::default();
+        for i in 0..(CHANGES + 10) {
+            h.push_change(&BreakerEvent {
+                target: Arc::from(format!("p/m{i}")),
+                from: BreakerState::Closed,
+                to: BreakerState::Open,
+                at: tokio::time::Instant::now(),
+                why: Transition::ConsecutiveFailures,
+                open_for: None,
+            });
+        }
+        let c = h.changes();
+        assert_eq!(c.len(), CHANGES);
+        assert_eq!(c[0].target, "p/m10");
+        assert_eq!(
+            (c[0].from.as_str(), c[0].to.as_str(), c[0].why.as_str()),
+            ("closed", "open", "consecutive_failures")
+        );
+        for i in 0..(SAMPLES as u64 + 5) {
+            let mut s = Sample::default();
+            s.keys.insert("k".into(), i);
+            h.push_sample(s);
+        }
+        let (new, old, span) = h.span().unwrap();
+        assert_eq!(
+            (new.keys["k"], old.keys["k"], span),
+            (SAMPLES as u64 + 4, 5, SAMPLES as u64 - 1)
+        );
+    }
+}

@@ -495,3 +495,35 @@ async fn iot_view(iot: &breakwater_iot::IotService) -> Value {
         "devices": devices,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_session_cookie_is_found_among_others() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1; bw_dashboard=abc ;b=2"));
+        assert_eq!(cookie(&h, COOKIE).as_deref(), Some("abc"));
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("x=1"));
+        h.append(header::COOKIE, HeaderValue::from_static("bw_dashboard=def"));
+        assert_eq!(cookie(&h, COOKIE).as_deref(), Some("def"));
+        assert_eq!(cookie(&HeaderMap::new(), COOKIE), None);
+    }
+
+    #[test]
+    fn the_session_token_is_neither_the_key_nor_its_digest() {
+        let d = crate::auth::digest("admin-fake-key");
+        let t = session_token(&d);
+        assert_eq!(t.len(), 64);
+        assert_ne!(t, hex::encode(d));
+        assert!(!t.contains("admin-fake-key"));
+        assert_ne!(t, session_token(&crate::auth::digest("other-fake-key")));
+    }
+
+    #[test]
+    fn refusals_escape_their_text() {
+        assert_eq!(escape("<a href=\"x\">&"), "&lt;a href=&quot;x&quot;&gt;&amp;");
+    }
+}
