@@ -496,13 +496,15 @@ async fn the_page_updates_live_in_a_real_browser() {
     };
     let s = setup(Some(ADMIN)).await;
     let url = s.gw.url();
-    // Steady traffic for as long as the browser looks (bounded by the
-    // script's own deadline and the timeout below).
+    // Steady traffic once the page has shown its empty state, until the
+    // script asks for the shutdown (bounded by the timeout below).
+    let go = tokio_util::sync::CancellationToken::new();
     let stop = tokio_util::sync::CancellationToken::new();
     let traffic = {
-        let stop = stop.clone();
+        let (go, stop) = (go.clone(), stop.clone());
         let url = url.clone();
         tokio::spawn(async move {
+            go.cancelled().await;
             let c = http();
             let mut i = 0usize;
             while !stop.is_cancelled() {
@@ -518,23 +520,57 @@ async fn the_page_updates_live_in_a_real_browser() {
     std::fs::create_dir_all(&shot_dir).unwrap();
     let shot = shot_dir.join("dashboard.png");
     let _ = std::fs::remove_file(&shot);
-    let mut cmd = tokio::process::Command::new("node");
-    cmd.arg(&script)
+    let mut child = tokio::process::Command::new("node")
+        .arg(&script)
         .arg(format!("{url}/dashboard?key={ADMIN}"))
         .arg(&shot)
         .env("CHROMIUM", &chromium)
         .current_dir(browser_dir())
-        .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(90), cmd.output())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let errors = tokio::spawn(async move {
+        let mut buf = String::new();
+        let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut buf).await;
+        buf
+    });
+    let app = s.gw.app.clone();
+    let lines = {
+        let (go, stop) = (go.clone(), stop.clone());
+        tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut lines = tokio::io::BufReader::new(stdout).lines();
+            let mut all = String::new();
+            while let Ok(Some(line)) = lines.next_line().await {
+                match line.trim() {
+                    "READY-FOR-TRAFFIC" => go.cancel(),
+                    "READY-FOR-SHUTDOWN" => {
+                        stop.cancel();
+                        app.shutdown.cancel();
+                    }
+                    _ => {}
+                }
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        })
+    };
+    let status = tokio::time::timeout(Duration::from_secs(90), child.wait())
         .await
         .expect("the browser script finishes within 90 s")
-        .expect("node starts");
+        .expect("node runs");
+    go.cancel();
     stop.cancel();
     let sent = traffic.await.unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = lines.await.unwrap();
+    let stderr = errors.await.unwrap();
     eprintln!("--- dashboard.mjs stdout\n{stdout}\n--- stderr\n{stderr}\n--- {sent} requests sent");
-    assert!(out.status.success(), "the browser script failed: {}", out.status);
+    assert!(status.success(), "the browser script failed: {status}");
     assert!(shot.exists(), "a screenshot at {}", shot.display());
     eprintln!("screenshot: {}", shot.display());
 }

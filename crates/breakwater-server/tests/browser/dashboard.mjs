@@ -4,9 +4,14 @@
 //
 // Checks, each polled with a deadline (never a fixed sleep): the key is
 // exchanged for an HttpOnly SameSite=Strict cookie; the page connects to the
-// event stream; its numbers change over time; a tripped breaker shows as
-// open; no script error happened. Saves a screenshot either way. Exit status
-// 0 = every check passed (tests/dashboard.rs asserts it).
+// event stream and explains the empty state; once traffic flows its numbers
+// change over time and a tripped breaker shows as open; when the gateway
+// stops, the page says the connection is lost; no script error happened.
+// Saves a screenshot either way. Exit status 0 = every check passed
+// (tests/dashboard.rs asserts it).
+//
+// Hand-shake with the Rust test on stdout: `READY-FOR-TRAFFIC` (start
+// sending requests) and `READY-FOR-SHUTDOWN` (stop the gateway).
 import { chromium } from "playwright-core";
 
 const [url, screenshot] = process.argv.slice(2);
@@ -73,6 +78,9 @@ try {
   log("ok: signed in with an HttpOnly SameSite=Strict cookie");
 
   await until("the event stream is live", async () => (await page.textContent("#conn")) === "live", 10_000);
+  await until("the empty state explains what to do", async () =>
+    (await page.isVisible("#banner-empty")) && (await page.textContent("#try-curl")).includes("/v1/chat/completions"), 5_000);
+  console.log("READY-FOR-TRAFFIC");
 
   const read = async () => ({
     snapshots: Number(await page.getAttribute("body", "data-snapshots")),
@@ -114,10 +122,18 @@ try {
     page.evaluate(() => document.getElementById("chart-retries").width > 0), 5_000);
   await until("the empty-state banner is gone", async () => page.isHidden("#banner-empty"), 5_000);
   if (errors.length) throw new Error(errors.join("\n"));
+  await page.screenshot({ path: screenshot, fullPage: true });
+  log(`screenshot: ${screenshot}`);
+
+  console.log("READY-FOR-SHUTDOWN");
+  await until("a stopped gateway shows as a lost connection", async () =>
+    (await page.isVisible("#banner-lost")) && (await page.textContent("#conn")).includes("connection lost"), 15_000);
+  // The browser's own failed reconnects are logged as console errors; they
+  // are expected now.
 } catch (e) {
   failed = e;
 } finally {
-  if (page) {
+  if (page && failed) {
     try {
       await page.screenshot({ path: screenshot, fullPage: true });
       log(`screenshot: ${screenshot}`);
