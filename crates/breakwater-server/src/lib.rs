@@ -7,7 +7,8 @@
 //! - [`routes`]: `/v1/chat/completions`, `/v1/embeddings`, `/v1/models`,
 //!   `/v1/messages`, health, metrics and admin routes;
 //! - [`auth`]: virtual keys with per-key limits and budgets;
-//! - [`live`] and [`metrics`]: live statistics and Prometheus metrics.
+//! - [`live`] and [`metrics`]: live statistics and Prometheus metrics;
+//! - [`dashboard`]: the live dashboard (`/dashboard`, server-sent snapshots).
 
 #![warn(missing_docs)]
 // Handlers return early with ready responses as errors: idiomatic in axum.
@@ -16,6 +17,7 @@
 pub mod auth;
 pub mod config;
 pub mod controls;
+pub mod dashboard;
 pub mod embed_batch;
 pub mod errors;
 pub mod iot;

@@ -91,6 +91,7 @@ pub async fn start(cfg: GatewayConfig, origin: String, opts: &Options) -> Result
         reloads: Default::default(),
         reload_failures: Default::default(),
         iot: Default::default(),
+        dash: Default::default(),
     });
     let iot_cfg = app.gateway.load().config.iot.clone();
     if let Some(iot_cfg) = iot_cfg {
@@ -103,6 +104,7 @@ pub async fn start(cfg: GatewayConfig, origin: String, opts: &Options) -> Result
     if let (Some(every), Some(path)) = (opts.watch, opts.config.clone()) {
         tokio::spawn(watch_file(app.clone(), path, every));
     }
+    tokio::spawn(crate::dashboard::history::record(app.clone()));
     let done = tokio::spawn(accept_loop(listener, app.clone()));
     Ok(Running { addr, app, done })
 }

@@ -65,6 +65,8 @@ pub struct AppState {
     /// The IoT command system, when `iot:` is configured (started once; a
     /// reload does not restart it).
     pub iot: std::sync::OnceLock<breakwater_iot::IotService>,
+    /// The dashboard's history (breaker changes, limiter samples).
+    pub dash: crate::dashboard::History,
 }
 
 /// Why a configuration could not be built.

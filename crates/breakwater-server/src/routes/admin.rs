@@ -81,7 +81,8 @@ pub async fn metrics(
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
-/// The JSON of `/admin/stats` (also streamed to the dashboard).
+/// The JSON of `/admin/stats` (the dashboard streams its own, smaller
+/// snapshot: [`crate::dashboard::snapshot`]).
 pub fn stats_json(app: &AppState) -> serde_json::Value {
     let gw = app.gateway.load_full();
     let keys: Vec<serde_json::Value> = gw

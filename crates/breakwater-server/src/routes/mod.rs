@@ -7,6 +7,7 @@ pub mod openai;
 
 pub(crate) use openai::hold_settle as openai_settle;
 
+use crate::dashboard;
 use crate::errors::{ApiError, Flavor};
 use crate::state::AppState;
 use axum::Router;
@@ -54,6 +55,10 @@ fn api(app: Arc<AppState>) -> Router {
         .route("/admin/stats", get(admin::stats))
         .route("/admin/cache", delete(admin::invalidate))
         .route("/admin/reload", post(admin::reload))
+        .route("/dashboard", get(dashboard::page).post(dashboard::sign_in_form))
+        .route("/dashboard/events", get(dashboard::events))
+        .route("/dashboard/app.js", get(dashboard::script))
+        .route("/dashboard/app.css", get(dashboard::style))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(app)
