@@ -154,9 +154,17 @@ fn status_kind(status: u16, msg: &str) -> ErrorKind {
         404 => ErrorKind::NotFound,
         408 => ErrorKind::Timeout,
         429 => ErrorKind::RateLimited,
-        // llama.cpp answers 500 to a body it cannot parse: that is our
-        // request's fault, not the server's health.
-        500 if msg.contains("json.exception.parse_error") || msg.contains("parse error") => ErrorKind::InvalidRequest,
+        // llama.cpp answers 500 to a body it cannot parse, and to a feature
+        // the loaded model lacks ("image input is not supported"): that is
+        // the request's fault, the same on every retry, not the server's
+        // health. 501 (llama.cpp: an endpoint not enabled) likewise.
+        500 if msg.contains("json.exception.parse_error")
+            || msg.contains("parse error")
+            || msg.contains("is not supported") =>
+        {
+            ErrorKind::InvalidRequest
+        }
+        501 => ErrorKind::InvalidRequest,
         503 | 529 => ErrorKind::Overloaded,
         504 => ErrorKind::Timeout,
         400..=499 => ErrorKind::InvalidRequest,
@@ -584,6 +592,24 @@ mod tests {
                 InvalidRequest,
                 None,
                 Some("server_error"),
+            ),
+            (
+                "llama-server image to a text-only model",
+                500,
+                vec![],
+                r#"{"error":{"code":500,"message":"image input is not supported - hint: if this is unexpected, you may need to provide the mmproj","type":"server_error"}}"#,
+                InvalidRequest,
+                None,
+                Some("server_error"),
+            ),
+            (
+                "llama-server endpoint not enabled",
+                501,
+                vec![],
+                r#"{"error":{"code":501,"message":"This server does not support embeddings. Start it with `--embeddings`","type":"not_supported_error"}}"#,
+                InvalidRequest,
+                None,
+                Some("not_supported_error"),
             ),
             (
                 "html from a proxy",

@@ -96,8 +96,19 @@ pub fn from_env(timeouts: Timeouts) -> Vec<Discovered> {
 /// The first local OpenAI-compatible server that lists its models, skipping
 /// `skip_port` (our own listener). Each probe waits at most `wait`.
 pub async fn local_server(skip_port: Option<u16>, wait: Duration, timeouts: Timeouts) -> Option<Discovered> {
+    local_server_among(LOCAL_CANDIDATES, skip_port, wait, timeouts).await
+}
+
+/// [`local_server`] over other candidates (what, loopback port) — tests
+/// probe a server on a free port instead of the well-known ones.
+pub async fn local_server_among(
+    candidates: &[(&str, u16)],
+    skip_port: Option<u16>,
+    wait: Duration,
+    timeouts: Timeouts,
+) -> Option<Discovered> {
     let client = reqwest::Client::builder().timeout(wait).build().ok()?;
-    for (what, port) in LOCAL_CANDIDATES {
+    for (what, port) in candidates {
         if Some(*port) == skip_port {
             continue;
         }
