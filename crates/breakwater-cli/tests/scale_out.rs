@@ -30,7 +30,13 @@ impl Gateway {
         std::fs::write(&path, config).expect("write config");
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_breakwater"))
-            .args(["serve", "--no-watch", "--listen", &format!("127.0.0.1:{port}"), "--config"])
+            .args([
+                "serve",
+                "--no-watch",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--config",
+            ])
             .arg(&path)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -105,7 +111,7 @@ async fn chat(http: &reqwest::Client, gw: &Gateway, prompt: &str, headers: &[(&s
     let mut req = http
         .post(format!("{}/v1/chat/completions", gw.url))
         .bearer_auth(KEY)
-        .json(&json!({ "model": "fast", "messages": [{ "role": "user", "content": prompt }] }));
+        .json(&json!({ "model": "fast", "temperature": 0, "messages": [{ "role": "user", "content": prompt }] }));
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -232,20 +238,18 @@ async fn redis_down_fails_open_within_deadlines_and_comes_back_without_restart()
     let hit = chat(&http, &gws[1], "before", &[]).await;
     assert_eq!(hit.header("x-breakwater-cache"), Some("hit"));
 
-    // Redis dies mid-traffic: every request still succeeds, within its
-    // deadline (an answer after the deadline would be a timeout error).
+    // Redis dies mid-traffic (after the 30th answer): every request still
+    // succeeds, within its deadline (an answer after the deadline would be
+    // a timeout error).
+    let answered = std::sync::atomic::AtomicUsize::new(0);
     let traffic = async {
         futures::stream::iter(0..120usize)
             .map(|i| {
-                let (http, gw) = (&http, &gws[i % 2]);
+                let (http, gw, answered) = (&http, &gws[i % 2], &answered);
                 async move {
-                    chat(
-                        http,
-                        gw,
-                        &format!("during {i}"),
-                        &[("x-breakwater-timeout-ms", "5000")],
-                    )
-                    .await
+                    let a = chat(http, gw, &format!("during {i}"), &[("x-breakwater-timeout-ms", "5000")]).await;
+                    answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    a
                 }
             })
             .buffer_unordered(8)
@@ -253,7 +257,9 @@ async fn redis_down_fails_open_within_deadlines_and_comes_back_without_restart()
             .await
     };
     let kill = async {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        while answered.load(std::sync::atomic::Ordering::Relaxed) < 30 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         redis.kill();
     };
     let (answers, ()) = tokio::join!(traffic, kill);
@@ -323,7 +329,10 @@ async fn a_redis_cluster_serves_cache_limits_budgets_and_idempotency() {
     let a = chat(&http, &gws[0], "charge the card", &h).await;
     let b = chat(&http, &gws[1], "charge the card", &h).await;
     assert_eq!((a.status, b.status), (200, 200), "{} / {}", a.body, b.body);
-    assert_eq!(a.body["id"], b.body["id"], "the second instance replays the first answer");
+    assert_eq!(
+        a.body["id"], b.body["id"],
+        "the second instance replays the first answer"
+    );
     assert_eq!(sim.stats().requests, calls + 1, "one upstream call");
     // A different body under the same key is refused.
     let c = chat(&http, &gws[1], "charge another card", &h).await;

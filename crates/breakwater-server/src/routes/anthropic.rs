@@ -75,10 +75,12 @@ pub async fn messages(
         return match s.gw.client.chat(req, opts).await {
             Ok(out) => {
                 let latency = s.t0.elapsed();
+                let limit_headers = hold.headers.clone();
                 super::openai_settle(hold, &out.meta).await;
                 crate::metrics::request("messages", &alias, 200, Some(&out.meta), latency);
                 app.live.record(&event_of(Some(&out.meta), None, latency, false));
                 let mut r = axum::Json(to_anthropic_response(&out.response)).into_response();
+                r.headers_mut().extend(limit_headers);
                 meta_headers(r.headers_mut(), &out.meta);
                 r
             }

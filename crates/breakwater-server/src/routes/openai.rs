@@ -140,11 +140,13 @@ pub async fn chat_completions(
     match s.gw.client.chat(req, opts).await {
         Ok(out) => {
             let latency = s.t0.elapsed();
+            let limit_headers = hold.headers.clone();
             hold_settle(hold, &out.meta).await;
             crate::metrics::request("chat", &alias, 200, Some(&out.meta), latency);
             app.live.record(&event_of(Some(&out.meta), None, latency, false));
             let body = serde_json::to_vec(&*out.response).unwrap_or_default();
             let mut resp = (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+            resp.headers_mut().extend(limit_headers);
             meta_headers(resp.headers_mut(), &out.meta);
             resp
         }
@@ -385,12 +387,14 @@ pub async fn embeddings(
     match s.gw.embeddings.embed(req, opts).await {
         Ok((mut resp, meta)) => {
             let latency = s.t0.elapsed();
+            let limit_headers = hold.headers.clone();
             hold.settle(meta.usage.as_ref(), meta.cost_usd).await;
             crate::metrics::request("embeddings", &alias, 200, Some(&meta), latency);
             if want_b64 {
                 resp.data.iter_mut().for_each(|d| d.embedding.make_base64());
             }
             let mut r = axum::Json(resp).into_response();
+            r.headers_mut().extend(limit_headers);
             meta_headers(r.headers_mut(), &meta);
             r
         }

@@ -128,10 +128,7 @@ impl BreakerShare {
 
     /// Publishes that `target` works again (its probes succeeded).
     pub async fn publish_closed(&self, target: &str) -> Result<(), RedisUnavailable> {
-        let _: i64 = self
-            .redis
-            .query(redis::cmd("HDEL").arg(&*self.key).arg(target))
-            .await?;
+        let _: i64 = self.redis.query(redis::cmd("HDEL").arg(&*self.key).arg(target)).await?;
         Ok(())
     }
 
@@ -171,7 +168,10 @@ mod tests {
         assert!(a.open_targets().await.unwrap().is_empty(), "own entries are skipped");
         let seen = b.open_targets().await.unwrap();
         let left = seen["p/m"];
-        assert!(left > Duration::from_secs(25) && left <= Duration::from_secs(30), "{left:?}");
+        assert!(
+            left > Duration::from_secs(25) && left <= Duration::from_secs(30),
+            "{left:?}"
+        );
         // A shorter period does not shorten it; a longer one extends it.
         assert!(!b.publish_open("p/m", Duration::from_secs(5)).await.unwrap());
         assert!(b.publish_open("p/m", Duration::from_secs(60)).await.unwrap());
