@@ -238,6 +238,24 @@ async fn redis_down_fails_open_within_deadlines_and_comes_back_without_restart()
     let hit = chat(&http, &gws[1], "before", &[]).await;
     assert_eq!(hit.header("x-breakwater-cache"), Some("hit"));
 
+    // A slow Redis (every client paused for 2.5 s): requests wait for it at
+    // most redis.timeout_ms per call and finish within their deadline.
+    let out = Command::new("redis-cli")
+        .args(["-p", &redis.port().to_string(), "client", "pause", "2500"])
+        .output()
+        .expect("redis-cli");
+    assert!(out.status.success());
+    for i in 0..10 {
+        let a = chat(
+            &http,
+            &gws[i % 2],
+            &format!("slow {i}"),
+            &[("x-breakwater-timeout-ms", "2000")],
+        )
+        .await;
+        assert_eq!(a.status, 200, "a slow Redis fails open: {}", a.body);
+    }
+
     // Redis dies mid-traffic (after the 30th answer): every request still
     // succeeds, within its deadline (an answer after the deadline would be
     // a timeout error).
