@@ -165,7 +165,7 @@ async fn three_gateways_hold_one_global_limit_and_budget() {
         600,
         "",
     );
-    let gws = vec![
+    let gws = [
         Gateway::start(&cfg).await,
         Gateway::start(&cfg).await,
         Gateway::start(&cfg).await,
@@ -230,7 +230,7 @@ async fn redis_down_fails_open_within_deadlines_and_comes_back_without_restart()
         100_000,
         "",
     );
-    let gws = vec![Gateway::start(&cfg).await, Gateway::start(&cfg).await];
+    let gws = [Gateway::start(&cfg).await, Gateway::start(&cfg).await];
     let http = http();
     // Shared L2 cache while Redis is up: an answer stored by one instance
     // is a hit on the other.
@@ -332,7 +332,7 @@ async fn a_redis_cluster_serves_cache_limits_budgets_and_idempotency() {
         20,
         "",
     );
-    let gws = vec![Gateway::start(&cfg).await, Gateway::start(&cfg).await];
+    let gws = [Gateway::start(&cfg).await, Gateway::start(&cfg).await];
     let http = http();
 
     // L2 cache across instances.
@@ -407,7 +407,7 @@ logging: {{ level: warn }}
         down = down.openai_base(),
         backup = backup.openai_base(),
     );
-    let gws = vec![Gateway::start(&cfg).await, Gateway::start(&cfg).await];
+    let gws = [Gateway::start(&cfg).await, Gateway::start(&cfg).await];
     let http = http();
     let a = chat(&http, &gws[1], "healthy", &[]).await;
     assert_eq!(a.header("x-breakwater-target"), Some("down/sim-1"));
