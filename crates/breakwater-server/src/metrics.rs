@@ -90,6 +90,13 @@ pub fn limiter(scope: &'static str, name: &str, allowed: bool) {
         .increment(1);
 }
 
+/// Configuration reloads done and refused (a refused reload keeps the old
+/// configuration running: alert on it, the file on disk is not what runs).
+pub fn reloads(ok: u64, refused: u64) {
+    counter!("breakwater_config_reloads_total", "outcome" => "ok").absolute(ok);
+    counter!("breakwater_config_reloads_total", "outcome" => "refused").absolute(refused);
+}
+
 /// Reads the gateway's state into gauges, then renders.
 pub fn render(gw: &crate::state::Gateway) -> String {
     // The recorder must be in place before the gauges below are set.

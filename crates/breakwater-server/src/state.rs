@@ -143,6 +143,9 @@ pub async fn build(cfg: GatewayConfig, origin: String) -> Result<Gateway, BuildE
         cache = cache.redis(r.clone());
         builder = builder.redis(r.clone());
     }
+    if cfg.redis.as_ref().is_some_and(|r| r.share_breakers) {
+        builder = builder.share_breakers(true);
+    }
     if cfg.models.values().any(|m| m.cache.semantic) {
         use breakwater::cache::semantic::{
             MiniLmEmbedder, MiniLmOptions, SemanticCache, SemanticConfig, default_model_dir,

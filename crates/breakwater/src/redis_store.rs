@@ -66,6 +66,11 @@ pub struct RedisConfig {
     /// For limits and budgets when Redis is unreachable (the cache always fails open).
     #[serde(default)]
     pub on_failure: FailurePolicy,
+    /// Share circuit-breaker trips between the instances using this Redis
+    /// (one instance finding a target down opens it on all of them).
+    /// Addition; off by default.
+    #[serde(default)]
+    pub share_breakers: bool,
 }
 
 fn d_url() -> RedisUrls {
@@ -83,6 +88,7 @@ impl Default for RedisConfig {
             cluster: false,
             timeout_ms: d_timeout(),
             on_failure: FailurePolicy::Open,
+            share_breakers: false,
         }
     }
 }

@@ -77,6 +77,10 @@ pub async fn metrics(
     if let Err(e) = admin_allowed(&gw, &headers, peer) {
         return deny(e);
     }
+    crate::metrics::reloads(
+        app.reloads.load(std::sync::atomic::Ordering::Relaxed),
+        app.reload_failures.load(std::sync::atomic::Ordering::Relaxed),
+    );
     let text = crate::metrics::render(&gw);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
@@ -117,6 +121,31 @@ pub fn stats_json(app: &AppState) -> serde_json::Value {
     })
 }
 
+/// The keys' budgets as the spend store sees them — with `redis:` the
+/// shared figures, the same on every instance: spent and remaining in the
+/// current period.
+pub async fn budgets_json(gw: &Gateway) -> serde_json::Value {
+    let mut out = Vec::new();
+    for k in gw.keys.entries() {
+        let Some(s) = &k.spend else { continue };
+        let cfg = s.config();
+        let v = match s.spent(&k.name).await {
+            Ok(sp) => serde_json::json!({
+                "name": &*k.name,
+                "period": cfg.period,
+                "spent_tokens": sp.tokens,
+                "spent_usd": sp.usd(),
+                "remaining_tokens": cfg.tokens.map(|t| t.saturating_sub(sp.tokens)),
+                "remaining_usd": cfg.usd.map(|u| (u - sp.usd()).max(0.0)),
+            }),
+            Err(e) => serde_json::json!({ "name": &*k.name, "error": e.to_string() }),
+        };
+        out.push(v);
+    }
+    out.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    serde_json::Value::Array(out)
+}
+
 /// `GET /admin/stats`.
 pub async fn stats(
     State(app): State<Arc<AppState>>,
@@ -127,7 +156,9 @@ pub async fn stats(
     if let Err(e) = admin_allowed(&gw, &headers, peer) {
         return deny(e);
     }
-    axum::Json(stats_json(&app)).into_response()
+    let mut v = stats_json(&app);
+    v["budgets"] = budgets_json(&gw).await;
+    axum::Json(v).into_response()
 }
 
 /// What to invalidate.

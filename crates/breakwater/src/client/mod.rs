@@ -151,12 +151,19 @@ pub(crate) struct Inner {
     responder: Option<Responder>,
     breaker_events: broadcast::Sender<BreakerEvent>,
     prober: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Shares breaker trips through Redis (`redis.share_breakers`).
+    sharer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     counters: Counters,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         if let Ok(mut p) = self.prober.lock()
+            && let Some(h) = p.take()
+        {
+            h.abort();
+        }
+        if let Ok(mut p) = self.sharer.lock()
             && let Some(h) = p.take()
         {
             h.abort();
@@ -277,6 +284,7 @@ pub struct ClientBuilder {
     seed: Option<u64>,
     responder: Option<Responder>,
     probe: bool,
+    share_breakers: bool,
 }
 
 impl ClientBuilder {
@@ -326,6 +334,16 @@ impl ClientBuilder {
     /// Keeps provider limits in Redis, shared by every instance.
     pub fn redis(mut self, redis: RedisStore) -> Self {
         self.redis = Some(redis);
+        self
+    }
+
+    /// Shares breaker trips with the other instances using the same Redis
+    /// (needs [`redis`](Self::redis); off by default): a trip here opens
+    /// the target's breaker on every instance for the same period, and a
+    /// breaker closed by successful probes clears it for all. See
+    /// [`crate::policy::breaker_share`].
+    pub fn share_breakers(mut self, on: bool) -> Self {
+        self.share_breakers = on;
         self
     }
 
@@ -459,8 +477,24 @@ impl ClientBuilder {
             responder: self.responder,
             breaker_events: events,
             prober: Mutex::new(None),
+            sharer: Mutex::new(None),
             counters: Counters::default(),
         });
+        if self.share_breakers
+            && let Some(redis) = &self.redis
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            let share = crate::policy::breaker_share::BreakerShare::new(redis.clone());
+            let task = handle.spawn(share_loop(
+                Arc::downgrade(&inner),
+                inner.breaker_events.subscribe(),
+                share,
+                SHARE_POLL,
+            ));
+            if let Ok(mut p) = inner.sharer.lock() {
+                *p = Some(task);
+            }
+        }
         if self.probe
             && let Ok(handle) = tokio::runtime::Handle::try_current()
         {
@@ -499,6 +533,58 @@ fn check_fallback_cycles(models: &[(String, ModelConfig)]) -> std::result::Resul
         }
     }
     Ok(())
+}
+
+/// How often an instance sharing breakers reads the others' trips.
+const SHARE_POLL: Duration = Duration::from_millis(250);
+
+/// Publishes this instance's trips and closes, and applies the others'
+/// trips to the local breakers. Fails open: without Redis the breakers
+/// simply stay local.
+async fn share_loop(
+    weak: std::sync::Weak<Inner>,
+    mut events: broadcast::Receiver<BreakerEvent>,
+    share: crate::policy::breaker_share::BreakerShare,
+    every: Duration,
+) {
+    use crate::policy::breaker::{BreakerState, Transition};
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Ok(ev) => {
+                    let r = match (ev.to, ev.why) {
+                        (_, Transition::Remote) => Ok(()),
+                        (BreakerState::Open, _) => {
+                            let open_for = ev.open_for.unwrap_or(Duration::from_secs(1));
+                            share.publish_open(&ev.target, open_for).await.map(|_| ())
+                        }
+                        (BreakerState::Closed, Transition::ProbesSucceeded | Transition::Reset) => {
+                            share.publish_closed(&ev.target).await
+                        }
+                        _ => Ok(()),
+                    };
+                    if let Err(e) = r {
+                        tracing::debug!(target_name = %ev.target, error = %e, "could not share a breaker change");
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = tick.tick() => {
+                let Ok(open) = share.open_targets().await else { continue };
+                let Some(inner) = weak.upgrade() else { return };
+                for t in &inner.targets {
+                    if let Some(left) = open.get(&*t.id)
+                        && t.breaker.force_open(*left)
+                    {
+                        tracing::info!(target_name = %t.id, open_ms = left.as_millis() as u64, "breaker opened: another instance found the target down");
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Probes targets that are out; a target that answers gets its open period

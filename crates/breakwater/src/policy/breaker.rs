@@ -197,6 +197,9 @@ pub enum Transition {
     ProbesSucceeded,
     /// Forced by an operator ([`CircuitBreaker::reset`]).
     Reset,
+    /// Another gateway instance found the target down and shared its trip
+    /// ([`CircuitBreaker::force_open`]).
+    Remote,
 }
 
 /// One state change of one breaker.
@@ -483,6 +486,35 @@ impl CircuitBreaker {
         self.try_acquire()
     }
 
+    /// Opens the breaker for `open_for` because someone else (another
+    /// gateway instance sharing breaker state through Redis) found the
+    /// target down. A closed or half-open breaker opens with
+    /// [`Transition::Remote`] (not counted as a trip of its own: a later
+    /// local trip starts its doubling from `open_s`); an open one only
+    /// extends its period when `open_for` ends later. Returns whether the
+    /// state changed.
+    pub fn force_open(&self, open_for: Duration) -> bool {
+        if open_for.is_zero() {
+            return false;
+        }
+        let s = &self.inner;
+        let mut slow = s.lock();
+        let now = s.now();
+        let until = now.saturating_add(u64::try_from(open_for.as_nanos()).unwrap_or(u64::MAX));
+        let from = s.current_state();
+        if from == BreakerState::Open {
+            if until > s.open_until.load(Ordering::Acquire) {
+                s.open_until.store(until, Ordering::Release);
+            }
+            return false;
+        }
+        slow.open_for = open_for;
+        slow.probe_successes = 0;
+        s.open_until.store(until, Ordering::Release);
+        s.set_state(&mut slow, from, BreakerState::Open, Transition::Remote, now);
+        true
+    }
+
     /// The current state (open stays open until a call asks after the period).
     pub fn state(&self) -> BreakerState {
         self.inner.current_state()
@@ -747,6 +779,28 @@ mod tests {
         let f = c.force_probe().unwrap();
         assert!(f.is_probe());
         f.success();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_remote_trip_opens_and_extends_but_never_shortens() {
+        let b = CircuitBreaker::new("t", &BreakerConfig::default());
+        let mut events = b.subscribe();
+        assert!(b.force_open(Duration::from_secs(10)));
+        assert_eq!(b.state(), BreakerState::Open);
+        let e = events.try_recv().unwrap();
+        assert_eq!((e.to, e.why), (BreakerState::Open, Transition::Remote));
+        assert!(b.try_acquire().is_err());
+        // Shorter: ignored; longer: extends without a new event.
+        assert!(!b.force_open(Duration::from_secs(1)));
+        assert!(!b.force_open(Duration::from_secs(20)));
+        assert!(events.try_recv().is_err());
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert!(b.try_acquire().is_err(), "still open: extended to 20 s");
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let p = b.try_acquire().unwrap();
+        assert!(p.is_probe());
+        p.success();
+        assert_eq!(b.snapshot().trips, 0, "a remote trip is not a local trip");
     }
     use proptest::prelude::*;
 

@@ -8,6 +8,7 @@
 
 pub mod backoff;
 pub mod breaker;
+pub mod breaker_share;
 pub mod concurrency;
 pub mod config;
 pub mod ratelimit;

@@ -575,6 +575,7 @@ mod tests {
             cluster: true,
             timeout_ms: 500,
             on_failure: FailurePolicy::Closed,
+            share_breakers: false,
         };
         let redis = RedisStore::connect(&cfg).unwrap();
         for algo in ALL {
