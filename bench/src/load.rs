@@ -30,6 +30,7 @@ struct Sizes {
     rate_per_s: u64,
     rate_for: Duration,
     streams: usize,
+    streams_http: usize,
     stream_s: u64,
     stall_gap: Duration,
 }
@@ -43,6 +44,7 @@ impl Sizes {
                 rate_per_s: 200,
                 rate_for: Duration::from_secs(5),
                 streams: 500,
+                streams_http: 500,
                 stream_s: 6,
                 stall_gap: Duration::from_secs(5),
             }
@@ -53,6 +55,7 @@ impl Sizes {
                 rate_per_s: 500,
                 rate_for: Duration::from_secs(60),
                 streams: 10_000,
+                streams_http: 9_000,
                 stream_s: 30,
                 stall_gap: Duration::from_secs(10),
             }
@@ -371,11 +374,17 @@ pub async fn run(short: bool) -> Result<(String, Vec<String>), String> {
     };
     let gw_cfg: Value = json!({
         "server": {"listen": "127.0.0.1:0", "request_timeout_ms": 600000, "shutdown_grace_s": 1},
-        "providers": {"tiny": provider(&tiny_sim, 30000), "slow": provider(&slow_sim, 30000)},
+        "providers": {
+            "tiny": provider(&tiny_sim, 30000),
+            "slow": provider(&slow_sim, 30000),
+            "inproc": {"kind": "simulator", "simulator": &slow,
+                       "timeouts": {"first_token_ms": 15000, "idle_ms": 30000, "total_ms": 600000}},
+        },
         "models": {
             "nocache": {"targets": [{"provider": "tiny", "model": "sim-1"}], "cache": {"enabled": false}},
             "cached": {"targets": [{"provider": "tiny", "model": "sim-1"}], "cache": {"enabled": true, "ttl_s": 3600}},
             "stream": {"targets": [{"provider": "slow", "model": "sim-1"}], "cache": {"enabled": false}},
+            "stream_inproc": {"targets": [{"provider": "inproc", "model": "sim-1"}], "cache": {"enabled": false}},
         },
         "logging": {"level": "error"},
     });
@@ -486,26 +495,53 @@ pub async fn run(short: bool) -> Result<(String, Vec<String>), String> {
         soak.extend(r.samples);
     }
 
-    // (c) concurrent streams
-    eprintln!("== load: {} concurrent streams for about {} s", z.streams, z.stream_s);
+    // (c) concurrent streams: through the HTTP upstream (a client socket and
+    // an upstream socket each), then through an in-process simulator
+    // provider (a client socket each) to reach the full count under the
+    // hard RLIMIT_NOFILE
     let limit = Duration::from_secs(z.stream_s * 3 + 30);
-    let s = hold_streams(&via, "stream", z.streams, z.stall_gap, limit, pid).await;
     md.push_str(&format!(
-        "\n| (c) concurrent SSE streams | value |\n|---|---:|\n| asked for | {} |\n| opened | {} |\n| peak open at once | {} |\n| completed with [DONE] | {} |\n| failed | {} |\n| stalled (a gap over {} s, or no end within {} s) | {} |\n| longest gap between events | {} ms |\n\nGateway during the streams: {}.\n",
-        z.streams,
-        s.opened,
-        s.peak_open,
-        s.completed,
-        s.failed,
-        z.stall_gap.as_secs(),
-        limit.as_secs(),
-        s.stalled,
-        ms(s.max_gap),
-        growth(&s.samples)
+        "\n| (c) concurrent SSE streams, {} s each, one event a second | HTTP upstream (`breakwater simulate`) | in-process `kind: simulator` provider |\n|---|---:|---:|\n",
+        z.stream_s
     ));
-    if s.stalled > 0 || s.failed > 0 {
-        violations.push(format!("load: {} streams stalled, {} failed", s.stalled, s.failed));
+    let mut runs = Vec::new();
+    for (n, model) in [(z.streams_http, "stream"), (z.streams, "stream_inproc")] {
+        eprintln!("== load: {n} concurrent streams ({model}) for about {} s", z.stream_s);
+        let s = hold_streams(&via, model, n, z.stall_gap, limit, pid).await;
+        if s.stalled > 0 || s.failed > 0 {
+            violations.push(format!(
+                "load: {model}: {} of {n} streams stalled, {} failed",
+                s.stalled, s.failed
+            ));
+        }
+        runs.push((n, s));
+        // let the closed connections go before the next run
+        tokio::time::sleep(Duration::from_secs(2)).await;
     }
+    let row = |label: &str, f: &dyn Fn(usize, &StreamRun) -> String| {
+        format!(
+            "| {label} | {} | {} |\n",
+            f(runs[0].0, &runs[0].1),
+            f(runs[1].0, &runs[1].1)
+        )
+    };
+    md.push_str(&row("asked for", &|n, _| n.to_string()));
+    md.push_str(&row("opened", &|_, s| s.opened.to_string()));
+    md.push_str(&row("peak open at once", &|_, s| s.peak_open.to_string()));
+    md.push_str(&row("completed with [DONE]", &|_, s| s.completed.to_string()));
+    md.push_str(&row("failed", &|_, s| s.failed.to_string()));
+    md.push_str(&row(
+        &format!(
+            "stalled (a gap over {} s, or no end within {} s)",
+            z.stall_gap.as_secs(),
+            limit.as_secs()
+        ),
+        &|_, s| s.stalled.to_string(),
+    ));
+    md.push_str(&row("longest gap between events, ms", &|_, s| ms(s.max_gap)));
+    md.push_str(&row("gateway RSS and descriptors meanwhile", &|_, s| {
+        growth(&s.samples)
+    }));
 
     // (d) RSS after the soak, once idle
     tokio::time::sleep(Duration::from_secs(2)).await;

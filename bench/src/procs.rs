@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 /// Raises the soft (and if allowed the hard) limit of open files to `want`;
 /// children inherit it.
+#[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
 pub fn raise_nofile(want: u64) {
     // SAFETY: getrlimit/setrlimit only read and write the struct passed.
     unsafe {
@@ -37,6 +38,7 @@ pub fn raise_nofile(want: u64) {
 }
 
 /// The current soft limit of open files.
+#[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
 pub fn nofile() -> u64 {
     // SAFETY: as above.
     unsafe {
