@@ -46,7 +46,7 @@ impl Params {
     /// The full version.
     pub fn full() -> Params {
         Params {
-            duration: Duration::from_secs(20),
+            duration: Duration::from_secs(10),
             concurrency: 32,
             deadline: Duration::from_secs(5),
             slack: Duration::from_secs(2),

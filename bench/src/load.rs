@@ -50,10 +50,10 @@ impl Sizes {
             }
         } else {
             Sizes {
-                seq_requests: 2000,
-                throughput_for: Duration::from_secs(15),
+                seq_requests: 1000,
+                throughput_for: Duration::from_secs(10),
                 rate_per_s: 500,
-                rate_for: Duration::from_secs(60),
+                rate_for: Duration::from_secs(30),
                 streams: 10_000,
                 streams_http: 9_000,
                 stream_s: 30,
