@@ -237,7 +237,7 @@ struct StreamRun {
     samples: Vec<ProcSample>,
 }
 
-/// Opens `n` slow streams (at most 256 connecting at once), holds them to
+/// Opens `n` slow streams (at most 2,048 connecting at once), holds them to
 /// their end, and counts those with a gap between events over `stall_gap`.
 async fn hold_streams(url: &str, model: &str, n: usize, stall_gap: Duration, limit: Duration, pid: u32) -> StreamRun {
     let stop = CancellationToken::new();
@@ -249,7 +249,11 @@ async fn hold_streams(url: &str, model: &str, n: usize, stall_gap: Duration, lim
         .expect("a reqwest client");
     let open = Arc::new(AtomicU64::new(0));
     let peak = Arc::new(AtomicU64::new(0));
-    let connecting = Arc::new(tokio::sync::Semaphore::new(256));
+    // The gateway answers a stream's headers with its first token (about a
+    // second here), so opening runs at about `permits` streams a second; with
+    // 256 permits and ~32 s streams the first ones ended before the last were
+    // open, and no more than 256 × 32 = 8,192 were ever open at once.
+    let connecting = Arc::new(tokio::sync::Semaphore::new(2048));
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..n {
         let (http, url, model) = (http.clone(), url.to_string(), model.to_string());
