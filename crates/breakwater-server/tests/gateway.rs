@@ -417,21 +417,33 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// Starts a simulator answering `reply_tokens` at `tokens_per_s` after
+/// `latency_ms`, the gateway in front of it, and one stream through it.
+async fn open_stream(
+    latency_ms: u64,
+    tokens_per_s: f64,
+    reply_tokens: u32,
+) -> (SimServer, Running, tempfile::TempDir, reqwest::Response) {
+    let sim_cfg = SimulatorConfig {
+        latency_ms,
+        tokens_per_s,
+        reply_tokens,
+        ..SimulatorConfig::default()
+    };
+    let (sim, gw, dir) = setup(sim_cfg).await;
+    let url = format!("{}/v1/chat/completions", gw.url());
+    let mut body = chat("tell me a story");
+    body["stream"] = json!(true);
+    body["max_tokens"] = json!(reply_tokens);
+    let resp = http().post(&url).bearer_auth(KEY).json(&body).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    (sim, gw, dir, resp)
+}
+
 #[tokio::test]
 async fn shutdown_drains_an_open_stream_and_refuses_new_connections() {
     // About a second of streaming: 40 tokens at 40 tokens/s.
-    let sim_cfg = SimulatorConfig {
-        latency_ms: 20,
-        tokens_per_s: 40.0,
-        reply_tokens: 40,
-        ..SimulatorConfig::default()
-    };
-    let (sim, gw, _dir) = setup(sim_cfg).await;
-    let url = format!("{}/v1/chat/completions", gw.url());
-    let mut body = chat("drain me");
-    body["stream"] = json!(true);
-    let mut resp = http().post(&url).bearer_auth(KEY).json(&body).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
+    let (sim, gw, _dir, mut resp) = open_stream(20, 40.0, 40).await;
     let first = resp.chunk().await.unwrap().expect("a first chunk");
     assert!(!first.is_empty());
 
@@ -465,19 +477,7 @@ async fn shutdown_drains_an_open_stream_and_refuses_new_connections() {
 #[tokio::test]
 async fn a_client_disconnect_cancels_the_upstream_stream() {
     // A long reply: about 25 s at 20 tokens/s, so only a cancel ends it early.
-    let sim_cfg = SimulatorConfig {
-        latency_ms: 10,
-        tokens_per_s: 20.0,
-        reply_tokens: 500,
-        ..SimulatorConfig::default()
-    };
-    let (sim, gw, _dir) = setup(sim_cfg).await;
-    let url = format!("{}/v1/chat/completions", gw.url());
-    let mut body = chat("a long story");
-    body["stream"] = json!(true);
-    body["max_tokens"] = json!(500);
-    let mut resp = http().post(&url).bearer_auth(KEY).json(&body).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
+    let (sim, _gw, _dir, mut resp) = open_stream(10, 20.0, 500).await;
     resp.chunk().await.unwrap().expect("a first chunk");
     eventually("the upstream stream starts", || sim.stats().streams_started == 1).await;
     drop(resp);
