@@ -189,7 +189,7 @@ async fn complete_body(plan: &Plan, json_text: String) -> Response {
             Result<Bytes, std::io::Error>,
         >())),
         _ => {
-            tokio::time::sleep(plan.token_interval * plan.tokens.len() as u32).await;
+            breakwater::simulator::wait(plan.token_interval * plan.tokens.len() as u32).await;
             ok(Body::from(json_text))
         }
     }
@@ -219,7 +219,7 @@ fn stream_body(engine: Arc<SimEngine>, plan: &Plan, groups: Vec<Vec<Bytes>>, gar
             if done {
                 return None;
             }
-            tokio::time::sleep(if i == 0 { first } else { interval }).await;
+            breakwater::simulator::wait(if i == 0 { first } else { interval }).await;
             if i < limit
                 && let Some(group) = it.next()
             {
@@ -290,7 +290,7 @@ async fn openai_chat(
     let plan = ctx.engine.plan(f.route(), &req);
     let _guard = ctx.engine.in_flight();
     if !req.is_stream() {
-        tokio::time::sleep(plan.first_token_delay).await;
+        breakwater::simulator::wait(plan.first_token_delay).await;
     }
     if let Some(r) = pre_fault(f, plan.fault, plan.retry_after, &reset).await {
         return r;
@@ -343,7 +343,7 @@ async fn openai_embeddings(
     }
     let (fault, delay, retry) = ctx.engine.plan_embed("openai_embeddings");
     let _guard = ctx.engine.in_flight();
-    tokio::time::sleep(delay).await;
+    breakwater::simulator::wait(delay).await;
     if let Some(r) = pre_fault(f, fault, retry, &reset).await {
         return r;
     }
@@ -412,7 +412,7 @@ async fn anthropic_messages(
     let plan = ctx.engine.plan(f.route(), &req);
     let _guard = ctx.engine.in_flight();
     if !stream {
-        tokio::time::sleep(plan.first_token_delay).await;
+        breakwater::simulator::wait(plan.first_token_delay).await;
     }
     if let Some(r) = pre_fault(f, plan.fault, plan.retry_after, &reset).await {
         return r;
@@ -485,7 +485,7 @@ async fn gemini_call(
     let plan = ctx.engine.plan(f.route(), &req);
     let _guard = ctx.engine.in_flight();
     if !stream {
-        tokio::time::sleep(plan.first_token_delay).await;
+        breakwater::simulator::wait(plan.first_token_delay).await;
     }
     if let Some(r) = pre_fault(f, plan.fault, plan.retry_after, &reset).await {
         return r;
@@ -527,7 +527,7 @@ async fn gemini_embed(ctx: Ctx, reset: ConnReset, body: Bytes) -> Response {
     };
     let (fault, delay, retry) = ctx.engine.plan_embed("gemini_embeddings");
     let _guard = ctx.engine.in_flight();
-    tokio::time::sleep(delay).await;
+    breakwater::simulator::wait(delay).await;
     if let Some(r) = pre_fault(f, fault, retry, &reset).await {
         return r;
     }

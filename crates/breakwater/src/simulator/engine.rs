@@ -58,8 +58,18 @@ impl Plan {
     /// The chunks of the streamed answer: a role chunk, one chunk per token,
     /// the tool calls, the finish, and a usage chunk.
     pub fn chunks(&self) -> Vec<ChatChunk> {
+        (0..self.chunk_count()).filter_map(|i| self.chunk(i)).collect()
+    }
+
+    /// How many chunks [`Plan::chunks`] has.
+    pub fn chunk_count(&self) -> usize {
+        self.tokens.len() + self.response.tool_calls().len() + 3
+    }
+
+    /// Chunk `i` of [`Plan::chunks`], made when asked for, so that a held
+    /// stream does not keep all of its chunks in memory from the start.
+    pub fn chunk(&self, i: usize) -> Option<ChatChunk> {
         let r = &self.response;
-        let mut out = Vec::with_capacity(self.tokens.len() + 4);
         let mk = |delta: Delta, finish: Option<FinishReason>| {
             let mut c = ChatChunk::new(r.id.clone(), r.model.clone(), r.created);
             c.choices.push(ChunkChoice {
@@ -70,45 +80,51 @@ impl Plan {
             });
             c
         };
-        out.push(mk(
-            Delta {
-                role: Some(Role::Assistant),
-                content: Some(String::new()),
-                ..Default::default()
-            },
-            None,
-        ));
-        for t in &self.tokens {
-            out.push(mk(
+        let calls = r.tool_calls();
+        let tokens = self.tokens.len();
+        Some(match i {
+            0 => mk(
                 Delta {
-                    content: Some(t.clone()),
+                    role: Some(Role::Assistant),
+                    content: Some(String::new()),
                     ..Default::default()
                 },
                 None,
-            ));
-        }
-        for (i, call) in r.tool_calls().iter().enumerate() {
-            out.push(mk(
+            ),
+            i if i <= tokens => mk(
                 Delta {
-                    tool_calls: Some(vec![ToolCallDelta {
-                        index: i as u32,
-                        id: Some(call.id.clone()),
-                        kind: Some("function".into()),
-                        function: Some(FunctionCallDelta {
-                            name: Some(call.function.name.clone()),
-                            arguments: Some(call.function.arguments.clone()),
-                        }),
-                    }]),
+                    content: Some(self.tokens[i - 1].clone()),
                     ..Default::default()
                 },
                 None,
-            ));
-        }
-        out.push(mk(Delta::default(), r.finish_reason().cloned()));
-        let mut usage = ChatChunk::new(r.id.clone(), r.model.clone(), r.created);
-        usage.usage.clone_from(&r.usage);
-        out.push(usage);
-        out
+            ),
+            i if i <= tokens + calls.len() => {
+                let k = i - tokens - 1;
+                let call = &calls[k];
+                mk(
+                    Delta {
+                        tool_calls: Some(vec![ToolCallDelta {
+                            index: k as u32,
+                            id: Some(call.id.clone()),
+                            kind: Some("function".into()),
+                            function: Some(FunctionCallDelta {
+                                name: Some(call.function.name.clone()),
+                                arguments: Some(call.function.arguments.clone()),
+                            }),
+                        }]),
+                        ..Default::default()
+                    },
+                    None,
+                )
+            }
+            i if i == tokens + calls.len() + 1 => mk(Delta::default(), r.finish_reason().cloned()),
+            i if i == tokens + calls.len() + 2 => {
+                let mut usage = ChatChunk::new(r.id.clone(), r.model.clone(), r.created);
+                usage.usage.clone_from(&r.usage);
+                usage
+            }
+            _ => return None,
+        })
     }
 }
 

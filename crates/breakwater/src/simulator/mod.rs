@@ -10,3 +10,12 @@ mod provider;
 pub use config::{Fault, Faults, Latency, SimulatorConfig, SlowTail};
 pub use engine::{InFlight, Plan, ScriptStep, SimEngine, SimStats, example_from_schema};
 pub use provider::{ROUTE, Simulator, embed_text};
+
+/// Waits `d` of simulated latency; zero does not wait at all. (A zero
+/// `tokio::time::sleep` still waits for the timer's next tick, about a
+/// millisecond, which made an "instant" simulator take 2 ms a request.)
+pub async fn wait(d: std::time::Duration) {
+    if !d.is_zero() {
+        tokio::time::sleep(d).await;
+    }
+}

@@ -121,7 +121,7 @@ impl Provider for Simulator {
         let plan = self.engine.plan(ROUTE, req);
         let _guard = self.engine.in_flight();
         run_until(total_at, TimeoutPhase::Total, async {
-            tokio::time::sleep(plan.first_token_delay).await;
+            super::wait(plan.first_token_delay).await;
             match plan.fault {
                 Some(Fault::Hang) | Some(Fault::Stall) => futures::future::pending::<()>().await,
                 Some(Fault::CutStream) => {
@@ -135,7 +135,7 @@ impl Provider for Simulator {
                 }
                 None => {}
             }
-            tokio::time::sleep(plan.token_interval * plan.tokens.len() as u32).await;
+            super::wait(plan.token_interval * plan.tokens.len() as u32).await;
             Ok(plan.response.clone())
         })
         .await
@@ -161,7 +161,7 @@ impl Provider for Simulator {
         {
             let until = earliest(first_token_at, total_at);
             run_until(until, TimeoutPhase::FirstToken, async {
-                tokio::time::sleep(plan.first_token_delay).await;
+                super::wait(plan.first_token_delay).await;
                 Ok(())
             })
             .await?;
@@ -170,14 +170,13 @@ impl Provider for Simulator {
         self.engine.stream_started();
         let name = self.name.clone();
         let engine = self.engine.clone();
-        let chunks = plan.chunks();
-        let total = chunks.len();
+        let total = plan.chunk_count();
         let limit = match plan.fault {
             Some(Fault::CutStream | Fault::Stall | Fault::Malformed) => plan.cut_after.min(total),
             Some(Fault::Hang) => 0,
             _ => total,
         };
-        let state = (chunks.into_iter().take(limit), 0usize, plan, name, engine, guard, false);
+        let state = (0..limit, 0usize, plan, name, engine, guard, false);
         let stream = futures::stream::unfold(state, move |(mut it, n, plan, name, engine, guard, ended)| async move {
             if ended {
                 return None;
@@ -187,8 +186,8 @@ impl Provider for Simulator {
             } else {
                 plan.token_interval
             };
-            tokio::time::sleep(delay).await;
-            match it.next() {
+            super::wait(delay).await;
+            match it.next().and_then(|i| plan.chunk(i)) {
                 Some(c) => Some((Ok(c), (it, n + 1, plan, name, engine, guard, false))),
                 None if n == total => {
                     engine.stream_ended(true, plan.tokens.len() as u64);
@@ -236,7 +235,7 @@ impl Provider for Simulator {
         let _guard = self.engine.in_flight();
         let seed = self.engine.config().seed;
         run_until(total_at, TimeoutPhase::Total, async {
-            tokio::time::sleep(delay).await;
+            super::wait(delay).await;
             if let Some(f) = fault {
                 if matches!(f, Fault::Hang | Fault::Stall) {
                     futures::future::pending::<()>().await;
