@@ -34,6 +34,8 @@
 
 mod call;
 mod config;
+#[cfg(test)]
+mod future_sizes;
 mod meta;
 mod route;
 mod stream;
@@ -727,15 +729,12 @@ impl Client {
         let (Some(store), Some(k)) = (&self.inner.idempotency, &opts.idempotency_key) else {
             return Ok(Claim::Proceed(None));
         };
-        Ok(
-            match store
-                .begin(tenant, k, Fingerprint::of(&alias.name, req), Some(deadline))
-                .await?
-            {
-                Begin::Replay(resp) => Claim::Replay(resp),
-                Begin::Proceed(g) => Claim::Proceed(Some(g)),
-            },
-        )
+        // Boxed: only requests with a key pay for the store's large future.
+        let begin = Box::pin(store.begin(tenant, k, Fingerprint::of(&alias.name, req), Some(deadline)));
+        Ok(match begin.await? {
+            Begin::Replay(resp) => Claim::Replay(resp),
+            Begin::Proceed(g) => Claim::Proceed(Some(g)),
+        })
     }
 
     /// The options of a request made on behalf of another (a fallback or
@@ -755,49 +754,58 @@ impl Client {
         self.chat_at(req, opts, 0).await
     }
 
+    /// Boxed: fallback aliases recurse, and the future lives on the heap
+    /// once instead of being moved through every caller's state.
     fn chat_at(
+        &self,
+        req: ChatRequest,
+        opts: RequestOptions,
+        depth: u32,
+    ) -> BoxFuture<'_, std::result::Result<ChatOutcome, Failure>> {
+        Box::pin(self.chat_inner(req, opts, depth))
+    }
+
+    async fn chat_inner(
         &self,
         mut req: ChatRequest,
         opts: RequestOptions,
         depth: u32,
-    ) -> BoxFuture<'_, std::result::Result<ChatOutcome, Failure>> {
-        Box::pin(async move {
-            req.stream = None;
-            req.stream_options = None;
-            let (started, deadline, mut meta, alias) = self.prelude(&req, &opts)?;
-            let mode = mode::decide(&req, alias.cfg.response_mode);
-            meta.upstream_mode = Some(mode);
-            let tenant = opts.tenant.clone().unwrap_or_else(|| Arc::from(""));
-            let guard = match self.claim(&tenant, &opts, &alias, &req, deadline).await {
-                Ok(Claim::Replay(resp)) => {
-                    meta.idempotent_replay = true;
-                    meta.latency_ms = started.elapsed().as_millis() as u64;
-                    return Ok(ChatOutcome { response: resp, meta });
-                }
-                Ok(Claim::Proceed(g)) => g,
-                Err(e) => return Err(self.fail(e, meta, started)),
-            };
-            let res = self
-                .answer(&req, &alias, &opts, &tenant, deadline, mode, &mut meta, depth)
-                .await;
-            meta.latency_ms = started.elapsed().as_millis() as u64;
-            match res {
-                Ok(resp) => {
-                    if let Some(g) = guard {
-                        if meta.degraded.is_none() {
-                            g.complete(resp.clone()).await;
-                        } else {
-                            g.release().await;
-                        }
-                    }
-                    if meta.degraded.is_some() {
-                        self.inner.counters.degraded.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(ChatOutcome { response: resp, meta })
-                }
-                Err(e) => Err(self.fail(e, meta, started)),
+    ) -> std::result::Result<ChatOutcome, Failure> {
+        req.stream = None;
+        req.stream_options = None;
+        let (started, deadline, mut meta, alias) = self.prelude(&req, &opts)?;
+        let mode = mode::decide(&req, alias.cfg.response_mode);
+        meta.upstream_mode = Some(mode);
+        let tenant = opts.tenant.clone().unwrap_or_else(|| Arc::from(""));
+        let guard = match self.claim(&tenant, &opts, &alias, &req, deadline).await {
+            Ok(Claim::Replay(resp)) => {
+                meta.idempotent_replay = true;
+                meta.latency_ms = started.elapsed().as_millis() as u64;
+                return Ok(ChatOutcome { response: resp, meta });
             }
-        })
+            Ok(Claim::Proceed(g)) => g,
+            Err(e) => return Err(self.fail(e, meta, started)),
+        };
+        let res = self
+            .answer(&req, &alias, &opts, &tenant, deadline, mode, &mut meta, depth)
+            .await;
+        meta.latency_ms = started.elapsed().as_millis() as u64;
+        match res {
+            Ok(resp) => {
+                if let Some(g) = guard {
+                    if meta.degraded.is_none() {
+                        Box::pin(g.complete(resp.clone())).await;
+                    } else {
+                        Box::pin(g.release()).await;
+                    }
+                }
+                if meta.degraded.is_some() {
+                    self.inner.counters.degraded.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(ChatOutcome { response: resp, meta })
+            }
+            Err(e) => Err(self.fail(e, meta, started)),
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1022,173 +1030,181 @@ impl Client {
         self.stream_at(req, opts, 0).await
     }
 
+    /// Boxed, like [`Client::chat_at`].
     fn stream_at(
+        &self,
+        req: ChatRequest,
+        opts: RequestOptions,
+        depth: u32,
+    ) -> BoxFuture<'_, std::result::Result<StreamOutcome, Failure>> {
+        Box::pin(self.stream_inner(req, opts, depth))
+    }
+
+    async fn stream_inner(
         &self,
         mut req: ChatRequest,
         opts: RequestOptions,
         depth: u32,
-    ) -> BoxFuture<'_, std::result::Result<StreamOutcome, Failure>> {
-        Box::pin(async move {
-            req.stream = Some(true);
-            let (started, deadline, mut meta, alias) = self.prelude(&req, &opts)?;
-            let rid = meta.request_id.clone();
-            meta.upstream_mode = Some(UpstreamMode::Stream);
-            let include_usage = req.wants_stream_usage();
-            let tenant = opts.tenant.clone().unwrap_or_else(|| Arc::from(""));
-            let guard = match self.claim(&tenant, &opts, &alias, &req, deadline).await {
-                Ok(Claim::Replay(resp)) => {
-                    meta.idempotent_replay = true;
-                    return Ok(StreamOutcome {
-                        stream: chunks_stream(&resp, include_usage),
-                        meta,
-                        done: None,
-                    });
-                }
-                Ok(Claim::Proceed(g)) => g,
-                Err(e) => return Err(self.fail(e, meta, started)),
-            };
-            let cache = self.inner.cache.as_ref();
-            let plan = cache.map(|_| CachePlan::decide(&req, &alias.cfg.cache, opts.cache_control));
-            let key = match (cache, plan) {
-                (Some(c), Some(p)) if p.uses_cache() => Some(c.key_for(&tenant, &alias.name, &req).await),
-                _ => None,
-            };
-            if let (Some(c), Some(k), Some(p)) = (cache, key, plan)
-                && p.read
-                && let Some(hit) = c.lookup(&k).await
-            {
-                meta.cache = hit.outcome;
-                let s = crate::cache::stream::replay(&hit, include_usage);
-                let s = match guard {
-                    Some(g) => record_stream(g, s),
-                    None => s,
-                };
+    ) -> std::result::Result<StreamOutcome, Failure> {
+        req.stream = Some(true);
+        let (started, deadline, mut meta, alias) = self.prelude(&req, &opts)?;
+        let rid = meta.request_id.clone();
+        meta.upstream_mode = Some(UpstreamMode::Stream);
+        let include_usage = req.wants_stream_usage();
+        let tenant = opts.tenant.clone().unwrap_or_else(|| Arc::from(""));
+        let guard = match self.claim(&tenant, &opts, &alias, &req, deadline).await {
+            Ok(Claim::Replay(resp)) => {
+                meta.idempotent_replay = true;
                 return Ok(StreamOutcome {
-                    stream: s,
+                    stream: chunks_stream(&resp, include_usage),
                     meta,
                     done: None,
                 });
             }
-            let mut sem_miss = None;
-            if let (Some(c), Some(p)) = (cache, plan)
-                && p.read
-                && key.is_some()
-            {
-                match self.semantic_lookup(&alias, &tenant, &req).await {
-                    SemanticStep::Hit(resp) => {
-                        c.counters().semantic_hit();
-                        meta.cache = CacheOutcome::Semantic;
-                        let s = chunks_stream(&resp, include_usage);
-                        let s = match guard {
-                            Some(g) => record_stream(g, s),
-                            None => s,
-                        };
-                        return Ok(StreamOutcome {
-                            stream: s,
-                            meta,
-                            done: None,
-                        });
-                    }
-                    SemanticStep::Miss(m) => sem_miss = Some(m),
-                    SemanticStep::Skip => {}
-                }
-            }
-            meta.cache = match plan {
-                Some(p) if p.read => CacheOutcome::Miss,
-                _ => CacheOutcome::Bypass,
+            Ok(Claim::Proceed(g)) => g,
+            Err(e) => return Err(self.fail(e, meta, started)),
+        };
+        let cache = self.inner.cache.as_ref();
+        let plan = cache.map(|_| CachePlan::decide(&req, &alias.cfg.cache, opts.cache_control));
+        let key = match (cache, plan) {
+            (Some(c), Some(p)) if p.uses_cache() => Some(c.key_for(&tenant, &alias.name, &req).await),
+            _ => None,
+        };
+        if let (Some(c), Some(k), Some(p)) = (cache, key, plan)
+            && p.read
+            && let Some(hit) = c.lookup(&k).await
+        {
+            meta.cache = hit.outcome;
+            let s = crate::cache::stream::replay(&hit, include_usage);
+            let s = match guard {
+                Some(g) => record_stream(g, s),
+                None => s,
             };
-            let write = plan.is_some_and(|p| p.write);
-            let (tx, rx) = oneshot::channel();
-            let slot: Arc<Mutex<Option<StartInfo>>> = Arc::default();
-            let open = {
-                let inner = self.inner.clone();
-                let alias = alias.clone();
-                let req = req.clone();
-                let rid = rid.clone();
-                let slot = slot.clone();
-                let cache_cfg = alias.cfg.cache;
-                move || async move {
-                    let routed = route::stream(&inner, &alias, &req, &rid, deadline).await;
-                    let target = routed.target.as_ref().map(|t| t.id.clone());
-                    if let Ok(mut s) = slot.lock() {
-                        *s = Some((target, routed.attempts, routed.hedged));
-                    }
-                    let opened = routed.result?;
-                    let s = stream::drive(inner.clone(), alias, req, rid, deadline, opened, Some(tx));
-                    Ok(match (inner.cache.as_ref(), key.filter(|_| write)) {
-                        (Some(c), Some(k)) => c.store_stream(&k, &cache_cfg, s),
-                        _ => s,
-                    })
-                }
-            };
-            let opened = match key {
-                Some(k) if self.inner.cfg.coalesce => self.inner.stream_flights.run_stream(k, open).await,
-                _ => open().await,
-            };
-            let info = slot.lock().ok().and_then(|mut s| s.take());
-            let leader = info.is_some();
-            if let Some((target, attempts, hedged)) = info {
-                meta.target = target;
-                meta.attempts = attempts;
-                meta.hedged = hedged;
-            } else {
-                meta.coalesced = true;
-            }
-            match opened {
-                Ok(s) => {
-                    let s = match (sem_miss.filter(|_| write && leader), self.inner.semantic.clone()) {
-                        (Some(m), Some(sem)) => {
-                            let cfg = alias.cfg.cache;
-                            let insert: crate::cache::stream::OnComplete = Box::new(move |resp| {
-                                if check_storable(&resp, &cfg).is_ok() {
-                                    sem.insert(m, resp, Some(cfg.ttl()));
-                                }
-                                Box::pin(async {})
-                            });
-                            crate::cache::stream::TapComplete::new(s, insert).boxed()
-                        }
-                        _ => s,
-                    };
+            return Ok(StreamOutcome {
+                stream: s,
+                meta,
+                done: None,
+            });
+        }
+        let mut sem_miss = None;
+        if let (Some(c), Some(p)) = (cache, plan)
+            && p.read
+            && key.is_some()
+        {
+            match self.semantic_lookup(&alias, &tenant, &req).await {
+                SemanticStep::Hit(resp) => {
+                    c.counters().semantic_hit();
+                    meta.cache = CacheOutcome::Semantic;
+                    let s = chunks_stream(&resp, include_usage);
                     let s = match guard {
                         Some(g) => record_stream(g, s),
                         None => s,
                     };
-                    meta.latency_ms = started.elapsed().as_millis() as u64;
-                    Ok(StreamOutcome {
+                    return Ok(StreamOutcome {
                         stream: s,
                         meta,
-                        done: leader.then_some(rx),
-                    })
+                        done: None,
+                    });
                 }
-                Err(e) => {
-                    drop(guard);
-                    let e = if e.kind == ErrorKind::ContextLengthExceeded
-                        && let Some(cf) = &alias.cfg.context_fallback
-                        && depth < MAX_ALIAS_DEPTH
-                    {
-                        let mut r2 = req.clone();
-                        r2.model.clone_from(cf);
-                        let o2 = Self::sub_options(&opts, deadline, &rid);
-                        match self.stream_at(r2, o2, depth + 1).await {
-                            Ok(mut o) => {
-                                let mut attempts = std::mem::take(&mut meta.attempts);
-                                attempts.append(&mut o.meta.attempts);
-                                o.meta.attempts = attempts;
-                                return Ok(o);
-                            }
-                            Err(f) => {
-                                meta.attempts.extend(f.meta.attempts);
-                                f.error
-                            }
-                        }
-                    } else {
-                        e
-                    };
-                    self.degrade_stream(req, &alias, key, e, &opts, deadline, meta, depth, started)
-                        .await
-                }
+                SemanticStep::Miss(m) => sem_miss = Some(m),
+                SemanticStep::Skip => {}
             }
-        })
+        }
+        meta.cache = match plan {
+            Some(p) if p.read => CacheOutcome::Miss,
+            _ => CacheOutcome::Bypass,
+        };
+        let write = plan.is_some_and(|p| p.write);
+        let (tx, rx) = oneshot::channel();
+        let slot: Arc<Mutex<Option<StartInfo>>> = Arc::default();
+        let open = {
+            let inner = self.inner.clone();
+            let alias = alias.clone();
+            let req = req.clone();
+            let rid = rid.clone();
+            let slot = slot.clone();
+            let cache_cfg = alias.cfg.cache;
+            move || async move {
+                let routed = route::stream(&inner, &alias, &req, &rid, deadline).await;
+                let target = routed.target.as_ref().map(|t| t.id.clone());
+                if let Ok(mut s) = slot.lock() {
+                    *s = Some((target, routed.attempts, routed.hedged));
+                }
+                let opened = routed.result?;
+                let s = stream::drive(inner.clone(), alias, req, rid, deadline, opened, Some(tx));
+                Ok(match (inner.cache.as_ref(), key.filter(|_| write)) {
+                    (Some(c), Some(k)) => c.store_stream(&k, &cache_cfg, s),
+                    _ => s,
+                })
+            }
+        };
+        let opened = match key {
+            Some(k) if self.inner.cfg.coalesce => self.inner.stream_flights.run_stream(k, open).await,
+            _ => open().await,
+        };
+        let info = slot.lock().ok().and_then(|mut s| s.take());
+        let leader = info.is_some();
+        if let Some((target, attempts, hedged)) = info {
+            meta.target = target;
+            meta.attempts = attempts;
+            meta.hedged = hedged;
+        } else {
+            meta.coalesced = true;
+        }
+        match opened {
+            Ok(s) => {
+                let s = match (sem_miss.filter(|_| write && leader), self.inner.semantic.clone()) {
+                    (Some(m), Some(sem)) => {
+                        let cfg = alias.cfg.cache;
+                        let insert: crate::cache::stream::OnComplete = Box::new(move |resp| {
+                            if check_storable(&resp, &cfg).is_ok() {
+                                sem.insert(m, resp, Some(cfg.ttl()));
+                            }
+                            Box::pin(async {})
+                        });
+                        crate::cache::stream::TapComplete::new(s, insert).boxed()
+                    }
+                    _ => s,
+                };
+                let s = match guard {
+                    Some(g) => record_stream(g, s),
+                    None => s,
+                };
+                meta.latency_ms = started.elapsed().as_millis() as u64;
+                Ok(StreamOutcome {
+                    stream: s,
+                    meta,
+                    done: leader.then_some(rx),
+                })
+            }
+            Err(e) => {
+                drop(guard);
+                let e = if e.kind == ErrorKind::ContextLengthExceeded
+                    && let Some(cf) = &alias.cfg.context_fallback
+                    && depth < MAX_ALIAS_DEPTH
+                {
+                    let mut r2 = req.clone();
+                    r2.model.clone_from(cf);
+                    let o2 = Self::sub_options(&opts, deadline, &rid);
+                    match self.stream_at(r2, o2, depth + 1).await {
+                        Ok(mut o) => {
+                            let mut attempts = std::mem::take(&mut meta.attempts);
+                            attempts.append(&mut o.meta.attempts);
+                            o.meta.attempts = attempts;
+                            return Ok(o);
+                        }
+                        Err(f) => {
+                            meta.attempts.extend(f.meta.attempts);
+                            f.error
+                        }
+                    }
+                } else {
+                    e
+                };
+                self.degrade_stream(req, &alias, key, e, &opts, deadline, meta, depth, started)
+                    .await
+            }
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1458,6 +1474,49 @@ fn chunks_stream(resp: &ChatResponse, include_usage: bool) -> ChatStream {
 }
 
 /// Routes a request and (when `store_key` is set) stores the answer.
+/// A complete answer made from a stream (`response_mode: stream`): the
+/// result, who answered, the attempts, whether it hedged.
+async fn assembled(
+    inner: &Arc<Inner>,
+    alias: &Arc<Alias>,
+    req: &ChatRequest,
+    rid: &Arc<str>,
+    deadline: Instant,
+) -> (Result<ChatResponse>, Option<Arc<str>>, Vec<meta::AttemptRecord>, bool) {
+    let r = route::stream(inner, alias, req, rid, deadline).await;
+    let target = r.target.as_ref().map(|t| t.id.clone());
+    let result = match r.result {
+        Ok(opened) => {
+            let mut s = stream::drive(
+                inner.clone(),
+                alias.clone(),
+                req.clone(),
+                rid.clone(),
+                deadline,
+                opened,
+                None,
+            );
+            let mut asm = StreamAssembler::new();
+            let mut err = None;
+            while let Some(item) = s.next().await {
+                match item {
+                    Ok(c) => asm.push(&c),
+                    Err(e) => {
+                        err = Some(e);
+                        break;
+                    }
+                }
+            }
+            match err {
+                Some(e) => Err(e),
+                None => Ok(asm.finish()),
+            }
+        }
+        Err(e) => Err(e),
+    };
+    (result, target, r.attempts, r.hedged)
+}
+
 async fn origin(
     inner: Arc<Inner>,
     alias: Arc<Alias>,
@@ -1472,40 +1531,7 @@ async fn origin(
             let r = route::complete(&inner, &alias, &req, &rid, deadline).await;
             (r.result, r.target.map(|t| t.id.clone()), r.attempts, r.hedged)
         }
-        UpstreamMode::Stream => {
-            let r = route::stream(&inner, &alias, &req, &rid, deadline).await;
-            let target = r.target.as_ref().map(|t| t.id.clone());
-            let result = match r.result {
-                Ok(opened) => {
-                    let mut s = stream::drive(
-                        inner.clone(),
-                        alias.clone(),
-                        req.clone(),
-                        rid.clone(),
-                        deadline,
-                        opened,
-                        None,
-                    );
-                    let mut asm = StreamAssembler::new();
-                    let mut err = None;
-                    while let Some(item) = s.next().await {
-                        match item {
-                            Ok(c) => asm.push(&c),
-                            Err(e) => {
-                                err = Some(e);
-                                break;
-                            }
-                        }
-                    }
-                    match err {
-                        Some(e) => Err(e),
-                        None => Ok(asm.finish()),
-                    }
-                }
-                Err(e) => Err(e),
-            };
-            (result, target, r.attempts, r.hedged)
-        }
+        UpstreamMode::Stream => Box::pin(assembled(&inner, &alias, &req, &rid, deadline)).await,
     };
     let result = result.map(Arc::new);
     if let (Ok(resp), Some(k), Some(c)) = (&result, store_key, inner.cache.as_ref()) {

@@ -202,8 +202,10 @@ where
     if cands.len() >= 2
         && let Some(delay) = hedge_delay(&alias.cfg, &cands[0].0)
     {
-        let a = call(cands[0].0.clone(), opts(1, false, cands[0].1));
-        let b = call(cands[1].0.clone(), opts(1, true, cands[1].1));
+        // Boxed: passed by value into `race`, each would otherwise be
+        // stored twice in this future, on every request, hedged or not.
+        let a = Box::pin(call(cands[0].0.clone(), opts(1, false, cands[0].1)));
+        let b = Box::pin(call(cands[1].0.clone(), opts(1, true, cands[1].1)));
         let (res, mut log, started) = race(inner, a, delay, b).await;
         attempts.append(&mut log);
         hedged = started;

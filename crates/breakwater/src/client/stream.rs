@@ -53,7 +53,9 @@ struct Current {
 struct Drive {
     inner: Arc<Inner>,
     alias: Arc<Alias>,
-    req: ChatRequest,
+    /// The request, kept only when the alias stitches (a stream may be
+    /// held for minutes; a long prompt need not be held with it).
+    req: Option<ChatRequest>,
     request_id: Arc<str>,
     deadline: Instant,
     queue: VecDeque<ChatChunk>,
@@ -98,8 +100,8 @@ pub(crate) fn drive(
     };
     let d = Drive {
         inner,
+        req: alias.cfg.stitch.then_some(req),
         alias,
-        req,
         request_id,
         deadline,
         queue: opened.prefix.into(),
@@ -118,7 +120,9 @@ pub(crate) fn drive(
         skip_role: false,
         ended: false,
     };
-    Box::pin(futures::stream::unfold(d, step))
+    // The state is boxed on its own: `unfold` keeps either it or the step's
+    // future, and an async fn's future stores its argument twice.
+    Box::pin(futures::stream::unfold(Box::new(d), step))
 }
 
 fn is_role_only(c: &ChatChunk) -> bool {
@@ -170,11 +174,14 @@ impl Drive {
 
     /// Continues the answer on another target from the partial text.
     async fn stitch(&mut self, broken: &Arc<str>) -> Option<Opened> {
-        if !self.alias.cfg.stitch || self.asm.has_tool_calls() || Instant::now() >= self.deadline {
+        let Some(req) = self.req.as_ref().filter(|_| self.alias.cfg.stitch) else {
+            return None;
+        };
+        if self.asm.has_tool_calls() || Instant::now() >= self.deadline {
             return None;
         }
         let partial = self.asm.text().to_string();
-        let mut req = self.req.clone();
+        let mut req = req.clone();
         req.messages.push(Message::assistant(partial));
         for (t, _) in candidates(&self.inner, &self.alias, true) {
             if t.id == *broken || !t.provider.capabilities().assistant_prefill {
@@ -196,7 +203,7 @@ impl Drive {
     }
 }
 
-async fn step(mut d: Drive) -> Option<(Result<ChatChunk>, Drive)> {
+async fn step(mut d: Box<Drive>) -> Option<(Result<ChatChunk>, Box<Drive>)> {
     if let Some(e) = d.pending_err.take() {
         d.ended = true;
         return Some((Err(e), d));
@@ -259,7 +266,9 @@ async fn step(mut d: Drive) -> Option<(Result<ChatChunk>, Drive)> {
                     false,
                     false,
                 ));
-                if let Some(opened) = d.stitch(&cur.target.id).await {
+                // Boxed: a stream holds this future's state for its whole
+                // life, and stitching (a whole new call) is rare.
+                if let Some(opened) = Box::pin(d.stitch(&cur.target.id)).await {
                     d.summary.stitched = true;
                     d.summary.target = Some(opened.target.id.clone());
                     d.skip_role = true;

@@ -69,9 +69,10 @@ async fn take_limits(
         return Ok(None);
     }
     // Wait a little for capacity; longer waits move on to another target.
+    // Boxed (a limiter that may wait on Redis has a large future): unlimited
+    // targets, the common case, then pay nothing for it.
     let until = deadline.min(Instant::now() + max_wait);
-    limits
-        .acquire(key, tokens, Some(until))
+    Box::pin(limits.acquire(key, tokens, Some(until)))
         .await
         .map(Some)
         .map_err(Error::from)
@@ -130,10 +131,10 @@ impl Admission {
     pub async fn release(mut self) {
         let t = self.target.clone();
         if let Some(r) = self.provider_res.take() {
-            t.provider_gate.limits.release(t.provider.name(), r).await;
+            Box::pin(t.provider_gate.limits.release(t.provider.name(), r)).await;
         }
         if let Some(r) = self.own_res.take() {
-            t.own_gate.limits.release(&t.id, r).await;
+            Box::pin(t.own_gate.limits.release(&t.id, r)).await;
         }
         // Dropped slots and an unrecorded breaker permit count as nothing.
     }
@@ -151,11 +152,12 @@ impl Admission {
             p.record(result);
         }
         let t = self.target.clone();
+        // Boxed like the acquisition: only limited targets pay for it.
         if let Some(r) = self.provider_res.take() {
-            t.provider_gate.limits.settle(t.provider.name(), r, tokens_used).await;
+            Box::pin(t.provider_gate.limits.settle(t.provider.name(), r, tokens_used)).await;
         }
         if let Some(r) = self.own_res.take() {
-            t.own_gate.limits.settle(&t.id, r, tokens_used).await;
+            Box::pin(t.own_gate.limits.settle(&t.id, r, tokens_used)).await;
         }
     }
 

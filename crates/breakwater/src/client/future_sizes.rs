@@ -1,0 +1,106 @@
+//! The sizes of the futures one request builds. An async fn's future holds
+//! every future it awaits, so sizes add up through the call chain, and a
+//! future passed by value is stored twice (the caller's local and the
+//! callee's copy). Once this chain reached 460 KB per request: every request
+//! allocated and copied that much, which flushed the CPU caches and cost
+//! more than the rest of the gateway's work. These bounds keep it small.
+
+use super::call::{self, TryOpts};
+use super::*;
+use crate::simulator::{Simulator, SimulatorConfig};
+
+fn client() -> Client {
+    Client::builder()
+        .provider(Arc::new(Simulator::new("a", SimulatorConfig::instant())))
+        .provider(Arc::new(Simulator::new("b", SimulatorConfig::instant())))
+        .model(
+            "m",
+            ModelConfig::new(vec![TargetConfig::new("a", "sim-1"), TargetConfig::new("b", "sim-1")]),
+        )
+        .active_probes(false)
+        .build()
+        .expect("a valid client")
+}
+
+/// Prints the size (see it with `--nocapture`) and notes it when over its
+/// bound.
+fn check(over: &mut Vec<String>, what: &str, size: usize, bound: usize) {
+    eprintln!("future size of {what}: {size} bytes (bound {bound})");
+    if size > bound {
+        over.push(format!("{what}: {size} bytes, over its bound of {bound}"));
+    }
+}
+
+#[tokio::test]
+async fn request_futures_stay_small() {
+    let c = client();
+    let req = ChatRequest::user("m", "hello");
+    let opts = RequestOptions::default();
+    let alias = c.resolve("m").expect("the alias");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let rid: Arc<str> = Arc::from("req_1");
+    let tenant: Arc<str> = Arc::from("");
+    let target = alias.targets[0].0.clone();
+    let o = TryOpts {
+        deadline,
+        others_left: true,
+        hedge: false,
+        force_probe: false,
+    };
+    let mut meta = CallMeta::new(rid.clone(), "m");
+    let mut over = Vec::new();
+
+    check(
+        &mut over,
+        "call::complete",
+        size_of_val(&call::complete(&c.inner, &target, &req, &rid, o)),
+        4 * 1024,
+    );
+    check(
+        &mut over,
+        "route::complete",
+        size_of_val(&route::complete(&c.inner, &alias, &req, &rid, deadline)),
+        5 * 1024,
+    );
+    check(
+        &mut over,
+        "route::stream",
+        size_of_val(&route::stream(&c.inner, &alias, &req, &rid, deadline)),
+        6 * 1024,
+    );
+    let origin = origin(
+        c.inner.clone(),
+        alias.clone(),
+        req.clone(),
+        rid.clone(),
+        deadline,
+        UpstreamMode::Complete,
+        None,
+    );
+    check(&mut over, "origin", size_of_val(&origin), 6 * 1024);
+    let answer = c.answer(
+        &req,
+        &alias,
+        &opts,
+        &tenant,
+        deadline,
+        UpstreamMode::Complete,
+        &mut meta,
+        0,
+    );
+    check(&mut over, "Client::answer", size_of_val(&answer), 6 * 1024);
+    drop(answer);
+    check(
+        &mut over,
+        "Client::chat_inner",
+        size_of_val(&c.chat_inner(req.clone(), opts.clone(), 0)),
+        8 * 1024,
+    );
+    check(
+        &mut over,
+        "Client::stream_inner",
+        size_of_val(&c.stream_inner(req.clone(), opts.clone(), 0)),
+        8 * 1024,
+    );
+    assert!(over.is_empty(), "futures too large: {over:#?}");
+}
