@@ -21,6 +21,8 @@ pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com/v1";
 #[derive(Debug, Clone)]
 pub struct Anthropic {
     http: HttpUpstream,
+    messages_url: reqwest::Url,
+    models_url: reqwest::Url,
 }
 
 impl Anthropic {
@@ -28,8 +30,11 @@ impl Anthropic {
     pub fn new(name: impl Into<Arc<str>>, settings: &HttpSettings) -> Result<Self> {
         let mut auth = super::http::key_header(settings, "x-api-key", "")?;
         auth.insert("anthropic-version", HeaderValue::from_static(ANTHROPIC_VERSION));
+        let http = HttpUpstream::new(name.into(), settings, auth)?;
         Ok(Anthropic {
-            http: HttpUpstream::new(name.into(), settings, auth)?,
+            messages_url: http.endpoint("/messages")?,
+            models_url: http.endpoint("/models")?,
+            http,
         })
     }
 }
@@ -56,11 +61,10 @@ impl Provider for Anthropic {
     async fn chat(&self, req: &ChatRequest, opts: &CallOptions) -> Result<ChatResponse> {
         let clock = self.http.clock(opts.deadline);
         let body = to_anthropic_request(req).map_err(|e| e.with_provider(&self.http.name))?;
-        let url = self.http.url("/messages");
         let resp = self
             .http
             .post_json(
-                &url,
+                self.messages_url.clone(),
                 &body,
                 clock.total_at,
                 TimeoutPhase::Total,
@@ -75,11 +79,16 @@ impl Provider for Anthropic {
         let clock = self.http.clock(opts.deadline);
         let mut body = to_anthropic_request(req).map_err(|e| e.with_provider(&self.http.name))?;
         body.stream = Some(true);
-        let url = self.http.url("/messages");
         let until = earliest(clock.first_token_at, clock.total_at);
         let resp = self
             .http
-            .post_json(&url, &body, until, TimeoutPhase::FirstToken, opts.request_id.as_deref())
+            .post_json(
+                self.messages_url.clone(),
+                &body,
+                until,
+                TimeoutPhase::FirstToken,
+                opts.request_id.as_deref(),
+            )
             .await?;
         let name = self.http.name.clone();
         let mut decoder = StreamDecoder::new();
@@ -127,7 +136,7 @@ impl Provider for Anthropic {
         );
         let resp = self
             .http
-            .get(&self.http.url("/models"), until, opts.request_id.as_deref())
+            .get(self.models_url.clone(), until, opts.request_id.as_deref())
             .await?;
         let _: serde_json::Value = self.http.read_json(resp, until).await?;
         Ok(())

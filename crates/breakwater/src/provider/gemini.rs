@@ -146,7 +146,7 @@ impl Provider for Gemini {
         );
         let resp = self
             .http
-            .get(&self.http.url("/models"), until, opts.request_id.as_deref())
+            .get(self.http.url("/models"), until, opts.request_id.as_deref())
             .await?;
         let _: serde_json::Value = self.http.read_json(resp, until).await?;
         Ok(())

@@ -128,6 +128,15 @@ impl HttpUpstream {
         u
     }
 
+    /// `base_url` + `path`, parsed once (when the provider is built) so
+    /// that requests only clone it: parsing a URL on every request cost
+    /// more than the rest of building the request.
+    pub fn endpoint(&self, path: &str) -> Result<reqwest::Url> {
+        let url = self.url(path);
+        reqwest::Url::parse(&url)
+            .map_err(|e| Error::invalid_param("base_url", format!("`{url}` is not a valid URL: {e}")))
+    }
+
     /// The clocks of a call starting now.
     pub fn clock(&self, deadline: Option<Instant>) -> CallClock {
         let now = Instant::now();
@@ -171,7 +180,7 @@ impl HttpUpstream {
     /// POSTs JSON.
     pub async fn post_json(
         &self,
-        url: &str,
+        url: impl reqwest::IntoUrl,
         body: &impl Serialize,
         until: Option<Instant>,
         phase: TimeoutPhase,
@@ -192,7 +201,12 @@ impl HttpUpstream {
     }
 
     /// GETs a URL.
-    pub async fn get(&self, url: &str, until: Option<Instant>, request_id: Option<&str>) -> Result<reqwest::Response> {
+    pub async fn get(
+        &self,
+        url: impl reqwest::IntoUrl,
+        until: Option<Instant>,
+        request_id: Option<&str>,
+    ) -> Result<reqwest::Response> {
         self.send(self.client.get(url), until, TimeoutPhase::Total, request_id)
             .await
     }

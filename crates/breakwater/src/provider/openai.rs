@@ -15,14 +15,21 @@ use std::sync::Arc;
 pub struct OpenAi {
     http: HttpUpstream,
     caps: Capabilities,
+    chat_url: reqwest::Url,
+    embeddings_url: reqwest::Url,
+    models_url: reqwest::Url,
 }
 
 impl OpenAi {
     /// A provider named `name` talking to `settings.base_url`.
     pub fn new(name: impl Into<Arc<str>>, settings: &HttpSettings) -> Result<Self> {
         let auth = super::http::key_header(settings, "authorization", "Bearer ")?;
+        let http = HttpUpstream::new(name.into(), settings, auth)?;
         Ok(OpenAi {
-            http: HttpUpstream::new(name.into(), settings, auth)?,
+            chat_url: http.endpoint("/chat/completions")?,
+            embeddings_url: http.endpoint("/embeddings")?,
+            models_url: http.endpoint("/models")?,
+            http,
             caps: Capabilities {
                 native_json_schema: true,
                 assistant_prefill: false,
@@ -78,11 +85,10 @@ impl Provider for OpenAi {
         let mut body = req.clone();
         body.stream = None;
         body.stream_options = None;
-        let url = self.http.url("/chat/completions");
         let resp = self
             .http
             .post_json(
-                &url,
+                self.chat_url.clone(),
                 &body,
                 clock.total_at,
                 TimeoutPhase::Total,
@@ -106,11 +112,16 @@ impl Provider for OpenAi {
         let mut so = body.stream_options.take().unwrap_or_default();
         so.include_usage = Some(true);
         body.stream_options = Some(StreamOptions { ..so });
-        let url = self.http.url("/chat/completions");
         let until = earliest(clock.first_token_at, clock.total_at);
         let resp = self
             .http
-            .post_json(&url, &body, until, TimeoutPhase::FirstToken, opts.request_id.as_deref())
+            .post_json(
+                self.chat_url.clone(),
+                &body,
+                until,
+                TimeoutPhase::FirstToken,
+                opts.request_id.as_deref(),
+            )
             .await?;
         let name = self.http.name.clone();
         let mut done = false;
@@ -149,11 +160,10 @@ impl Provider for OpenAi {
 
     async fn embed(&self, req: &EmbeddingRequest, opts: &CallOptions) -> Result<EmbeddingResponse> {
         let clock = self.http.clock(opts.deadline);
-        let url = self.http.url("/embeddings");
         let resp = self
             .http
             .post_json(
-                &url,
+                self.embeddings_url.clone(),
                 req,
                 clock.total_at,
                 TimeoutPhase::Total,
@@ -170,7 +180,7 @@ impl Provider for OpenAi {
         );
         let resp = self
             .http
-            .get(&self.http.url("/models"), until, opts.request_id.as_deref())
+            .get(self.models_url.clone(), until, opts.request_id.as_deref())
             .await?;
         let _: serde_json::Value = self.http.read_json(resp, until).await?;
         Ok(())
