@@ -11,11 +11,18 @@
 
 use serde_json::{Map, Value};
 
-/// Bytes buffered before they are handed to the hasher: many tiny `update`
-/// calls would cost more than the hashing itself, and blake3 hashes several
-/// 1 KiB chunks in parallel (SIMD) only when one `update` hands it several —
-/// so a typical prompt goes to the hasher in one call.
-const BUF: usize = 8192;
+/// Bytes buffered before they are handed to the hasher. Most requests fit,
+/// and are hashed in one call (blake3 hashes several 1 KiB chunks in
+/// parallel only when one `update` hands it several); larger ones go to the
+/// hasher in pieces of this size, so the buffer stays bounded.
+const BUF: usize = 64 * 1024;
+
+thread_local! {
+    /// Each thread's buffer, reused from one hash to the next: a request
+    /// hashes twice (fingerprint, key), and a fresh buffer (or a hasher and
+    /// an array on the stack, moved around) cost more than the hashing.
+    static SPARE: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
 
 /// Type tags, so `"1"` and `1`, or an absent and an empty field, differ.
 pub(crate) mod tag {
@@ -35,42 +42,39 @@ pub(crate) mod tag {
 
 /// Writes canonical values into a blake3 hasher.
 pub(crate) struct Canon {
-    hasher: blake3::Hasher,
-    buf: [u8; BUF],
-    len: usize,
+    buf: Vec<u8>,
+    /// Made only when the input outgrows the buffer.
+    hasher: Option<Box<blake3::Hasher>>,
 }
 
 impl Canon {
     /// A writer whose output starts with `domain` (so hashes for different
     /// purposes can never be confused).
     pub(crate) fn new(domain: &str) -> Self {
-        let mut c = Canon {
-            hasher: blake3::Hasher::new(),
-            buf: [0; BUF],
-            len: 0,
-        };
+        let mut buf = SPARE.with(|s| s.take());
+        buf.clear();
+        let mut c = Canon { buf, hasher: None };
         c.str(domain);
         c
     }
 
     fn flush(&mut self) {
-        if self.len > 0 {
-            self.hasher.update(&self.buf[..self.len]);
-            self.len = 0;
+        if !self.buf.is_empty() {
+            self.hasher.get_or_insert_with(Default::default).update(&self.buf);
+            self.buf.clear();
         }
     }
 
     /// Raw bytes, no framing (callers add tags and lengths).
     pub(crate) fn raw(&mut self, bytes: &[u8]) {
-        if bytes.len() > BUF - self.len {
+        if self.buf.len() + bytes.len() > BUF {
             self.flush();
             if bytes.len() >= BUF {
-                self.hasher.update(bytes);
+                self.hasher.get_or_insert_with(Default::default).update(bytes);
                 return;
             }
         }
-        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
-        self.len += bytes.len();
+        self.buf.extend_from_slice(bytes);
     }
 
     /// One tag byte.
@@ -223,8 +227,16 @@ impl Canon {
 
     /// The 32-byte digest.
     pub(crate) fn finish(mut self) -> [u8; 32] {
-        self.flush();
-        *self.hasher.finalize().as_bytes()
+        let digest = match self.hasher.take() {
+            None => blake3::hash(&self.buf),
+            Some(mut h) => {
+                h.update(&self.buf);
+                h.finalize()
+            }
+        };
+        let buf = std::mem::take(&mut self.buf);
+        SPARE.with(|s| s.set(buf));
+        *digest.as_bytes()
     }
 }
 
@@ -233,10 +245,45 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    const GOLDEN: &str = "909b6f9ee51eb75e57b28f700ad1cbda2237dbd6677c40607ed218f8dee2112b";
+
     fn h(v: &Value) -> [u8; 32] {
         let mut c = Canon::new("t");
         c.value(v);
         c.finish()
+    }
+
+    #[test]
+    fn digests_do_not_depend_on_how_the_input_was_buffered() {
+        // Larger than the buffer, written whole and in pieces that straddle
+        // its edge: one byte sequence, one digest, whatever the flushes.
+        let big: Vec<u8> = (0..3 * BUF + 123).map(|i| (i % 251) as u8).collect();
+        let mut whole = Canon::new("t");
+        whole.raw(&big);
+        let mut pieces = Canon::new("t");
+        for p in big.chunks(1000) {
+            pieces.raw(p);
+        }
+        let mut small = Canon::new("t");
+        small.raw(b"x");
+        let small = small.finish();
+        assert_eq!(whole.finish(), pieces.finish());
+        let mut again = Canon::new("t");
+        again.raw(b"x");
+        assert_eq!(again.finish(), small, "a reused buffer starts empty");
+    }
+
+    #[test]
+    fn the_byte_form_is_stable() {
+        // Cache keys live in Redis across deploys and are shared by
+        // instances of different versions: a change of this digest is a
+        // change of every key (bump KEY_VERSION instead).
+        let mut c = Canon::new("breakwater.test");
+        c.value(&json!({"b": [1, 2.5, "x", null, true], "a": {"z": false}}));
+        c.opt_param(Some(0.7));
+        c.opt_str(None);
+        let hex: String = c.finish().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, GOLDEN);
     }
 
     #[test]
