@@ -8,8 +8,10 @@
 //! idle-stall timeouts, so a hung upstream is caught in seconds instead of at
 //! the total deadline.
 
-use crate::types::{ChatRequest, Role};
+use crate::types::{ChatRequest, Content, Role};
+use aho_corasick::AhoCorasick;
 use serde::{Deserialize, Serialize};
+use std::sync::LazyLock;
 
 /// Per-alias setting (`models.*.response_mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -60,17 +62,36 @@ pub fn expected_output_tokens(req: &ChatRequest) -> u32 {
     if let Some(m) = req.max_output_tokens() {
         return m;
     }
-    let last_user = req
+    let long_form = match req
         .messages
         .iter()
         .rev()
         .find(|m| m.role == Role::User)
-        .map(|m| m.text().to_lowercase())
-        .unwrap_or_default();
-    if LONG_FORM.iter().any(|w| last_user.contains(w)) {
-        1024
-    } else {
-        256
+        .map(|m| &m.content)
+    {
+        Some(Some(Content::Text(t))) => announces_long_form(t),
+        Some(Some(c @ Content::Parts(_))) => announces_long_form(&c.text()),
+        _ => false,
+    };
+    if long_form { 1024 } else { 256 }
+}
+
+/// Whether `text` has one of the [`LONG_FORM`] words, in any ASCII case:
+/// one pass over the text, without copying it. This runs several times per
+/// request (limits, mode, each attempt), on prompts of any length.
+fn announces_long_form(text: &str) -> bool {
+    static WORDS: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
+        AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(LONG_FORM)
+            .ok()
+    });
+    match &*WORDS {
+        Some(words) => words.is_match(text),
+        None => {
+            let lower = text.to_lowercase();
+            LONG_FORM.iter().any(|w| lower.contains(w))
+        }
     }
 }
 
@@ -120,5 +141,32 @@ mod tests {
         big.max_completion_tokens = Some(4000);
         assert_eq!(decide(&big, ResponseMode::Auto), UpstreamMode::Stream);
         assert_eq!(decide(&big, ResponseMode::Complete), UpstreamMode::Complete);
+    }
+
+    #[test]
+    fn long_form_words_in_any_case_and_in_parts() {
+        assert_eq!(
+            expected_output_tokens(&ChatRequest::user("m", "PLEASE SUMMARIZE THIS")),
+            1024
+        );
+        assert_eq!(expected_output_tokens(&ChatRequest::user("m", "Go Step By Step")), 1024);
+        assert_eq!(expected_output_tokens(&ChatRequest::user("m", "What time is it?")), 256);
+        // Only the last user message counts.
+        let mut r = ChatRequest::user("m", "write an essay");
+        r.messages.push(crate::types::Message::assistant("ok"));
+        r.messages.push(crate::types::Message::user("thanks"));
+        assert_eq!(expected_output_tokens(&r), 256);
+        // Typed parts are read as one text, so a phrase may span two parts.
+        let mut parts: ChatRequest = serde_json::from_value(serde_json::json!({
+            "model": "m",
+            "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "please list"},
+                {"type": "text", "text": " all the rivers"}
+            ]}]
+        }))
+        .expect("a request");
+        assert_eq!(expected_output_tokens(&parts), 1024);
+        parts.messages[0].content = None;
+        assert_eq!(expected_output_tokens(&parts), 256);
     }
 }
