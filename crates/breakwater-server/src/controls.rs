@@ -1,7 +1,7 @@
 //! The request controls of CONFIG.md (headers a client sends) and the
 //! response headers breakwater adds.
 
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use breakwater::cache::CacheControl;
 use breakwater::client::CallMeta;
 use breakwater::error::Error;
@@ -53,7 +53,29 @@ pub fn parse(h: &HeaderMap) -> Result<Controls, Error> {
     })
 }
 
-fn put(h: &mut HeaderMap, name: &'static str, v: &str) {
+// Names made with `from_static` borrow their text; a `&str` name would be
+// copied into a new allocation on every insert.
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_CACHE: HeaderName = HeaderName::from_static("x-breakwater-cache");
+const X_TARGET: HeaderName = HeaderName::from_static("x-breakwater-target");
+const X_ATTEMPTS: HeaderName = HeaderName::from_static("x-breakwater-attempts");
+const X_DEGRADED: HeaderName = HeaderName::from_static("x-breakwater-degraded");
+const X_HEDGED: HeaderName = HeaderName::from_static("x-breakwater-hedged");
+const X_COALESCED: HeaderName = HeaderName::from_static("x-breakwater-coalesced");
+const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+const LIMIT_REQUESTS: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-requests"),
+    HeaderName::from_static("x-ratelimit-remaining-requests"),
+    HeaderName::from_static("x-ratelimit-reset-requests"),
+];
+const LIMIT_TOKENS: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-tokens"),
+    HeaderName::from_static("x-ratelimit-remaining-tokens"),
+    HeaderName::from_static("x-ratelimit-reset-tokens"),
+];
+const TRUE: HeaderValue = HeaderValue::from_static("true");
+
+fn put(h: &mut HeaderMap, name: HeaderName, v: &str) {
     if let Ok(v) = HeaderValue::from_str(v) {
         h.insert(name, v);
     }
@@ -74,42 +96,34 @@ fn fmt_secs(d: Duration) -> String {
 
 /// `x-ratelimit-*-requests` (or `-tokens`) from a limiter decision.
 pub fn ratelimit_headers(h: &mut HeaderMap, what: &str, d: &Decision) {
-    let (limit, remaining, reset): (&'static str, &'static str, &'static str) = match what {
-        "requests" => (
-            "x-ratelimit-limit-requests",
-            "x-ratelimit-remaining-requests",
-            "x-ratelimit-reset-requests",
-        ),
-        _ => (
-            "x-ratelimit-limit-tokens",
-            "x-ratelimit-remaining-tokens",
-            "x-ratelimit-reset-tokens",
-        ),
+    let [limit, remaining, reset] = match what {
+        "requests" => LIMIT_REQUESTS,
+        _ => LIMIT_TOKENS,
     };
-    put(h, limit, &d.limit.to_string());
-    put(h, remaining, &d.remaining.to_string());
+    h.insert(limit, HeaderValue::from(d.limit));
+    h.insert(remaining, HeaderValue::from(d.remaining));
     put(h, reset, &fmt_secs(d.reset_after));
 }
 
 /// The `x-breakwater-*` headers of a call.
 pub fn meta_headers(h: &mut HeaderMap, meta: &CallMeta) {
-    put(h, "x-request-id", &meta.request_id);
-    put(h, "x-breakwater-cache", meta.cache.as_str());
+    put(h, X_REQUEST_ID, &meta.request_id);
+    h.insert(X_CACHE, HeaderValue::from_static(meta.cache.as_str()));
     if let Some(t) = &meta.target {
-        put(h, "x-breakwater-target", t);
+        put(h, X_TARGET, t);
     }
-    put(h, "x-breakwater-attempts", &meta.upstream_attempts().to_string());
+    h.insert(X_ATTEMPTS, HeaderValue::from(meta.upstream_attempts()));
     if let Some(d) = &meta.degraded {
-        put(h, "x-breakwater-degraded", &d.header_value());
+        put(h, X_DEGRADED, &d.header_value());
     }
     if meta.hedged {
-        put(h, "x-breakwater-hedged", "true");
+        h.insert(X_HEDGED, TRUE);
     }
     if meta.coalesced {
-        put(h, "x-breakwater-coalesced", "true");
+        h.insert(X_COALESCED, TRUE);
     }
     if meta.idempotent_replay {
-        put(h, "idempotent-replayed", "true");
+        h.insert(IDEMPOTENT_REPLAYED, TRUE);
     }
 }
 

@@ -116,7 +116,9 @@ async fn accept_loop(listener: TcpListener, app: Arc<AppState>) {
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(10))
-        .max_headers(128)
+        // hyper's default limit of 100 headers (more: 431) is kept: setting
+        // `max_headers` moves the header index from the stack to a heap
+        // allocation on every request.
         .keep_alive(true);
     builder.http2().max_header_list_size(64 * 1024);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();

@@ -5,7 +5,10 @@
 
 use breakwater::client::CallMeta;
 use breakwater::policy::breaker::BreakerState;
-use metrics::{counter, gauge, histogram};
+use handles::{counter, histogram};
+use metrics::{counter, gauge};
+
+mod handles;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -32,28 +35,39 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
 
 /// Records one finished request.
 pub fn request(route: &'static str, model: &str, status: u16, meta: Option<&CallMeta>, latency: Duration) {
-    let status = status.to_string();
     let cache = meta.map_or("none", |m| m.cache.as_str());
-    counter!("breakwater_requests_total", "route" => route, "model" => model.to_string(), "status" => status, "cache" => cache)
-        .increment(1);
-    histogram!("breakwater_request_duration_seconds", "route" => route, "model" => model.to_string())
-        .record(latency.as_secs_f64());
+    let code = status_digits(status);
+    let status = std::str::from_utf8(&code).unwrap_or("000");
+    counter(
+        "breakwater_requests_total",
+        &[("route", route), ("model", model), ("status", status), ("cache", cache)],
+    )
+    .increment(1);
+    histogram(
+        "breakwater_request_duration_seconds",
+        &[("route", route), ("model", model)],
+    )
+    .record(latency.as_secs_f64());
     let Some(m) = meta else { return };
     for a in &m.attempts {
         let outcome = a.error.map_or("ok", |k| k.as_str());
-        counter!("breakwater_upstream_attempts_total", "target" => a.target.to_string(), "outcome" => outcome, "local" => if a.local { "true" } else { "false" })
-            .increment(1);
+        let local = if a.local { "true" } else { "false" };
+        counter(
+            "breakwater_upstream_attempts_total",
+            &[("target", &a.target), ("outcome", outcome), ("local", local)],
+        )
+        .increment(1);
     }
     let retries = m.retries() as u64;
     if retries > 0 {
-        counter!("breakwater_retries_total", "model" => model.to_string()).increment(retries);
+        counter("breakwater_retries_total", &[("model", model)]).increment(retries);
     }
     let failovers = m.failovers() as u64;
     if failovers > 0 {
-        counter!("breakwater_failovers_total", "model" => model.to_string()).increment(failovers);
+        counter("breakwater_failovers_total", &[("model", model)]).increment(failovers);
     }
     if m.hedged {
-        counter!("breakwater_hedges_total", "model" => model.to_string()).increment(1);
+        counter("breakwater_hedges_total", &[("model", model)]).increment(1);
     }
     if let Some(d) = &m.degraded {
         let via = match d {
@@ -61,33 +75,56 @@ pub fn request(route: &'static str, model: &str, status: u16, meta: Option<&Call
             breakwater::client::Degraded::Fallback(_) => "fallback",
             breakwater::client::Degraded::RuleBased => "rule_based",
         };
-        counter!("breakwater_degraded_total", "model" => model.to_string(), "via" => via).increment(1);
+        counter("breakwater_degraded_total", &[("model", model), ("via", via)]).increment(1);
     }
     if let Some(ms) = m.ttft_ms {
-        histogram!("breakwater_time_to_first_token_seconds", "model" => model.to_string()).record(ms as f64 / 1000.0);
+        histogram("breakwater_time_to_first_token_seconds", &[("model", model)]).record(ms as f64 / 1000.0);
     }
     tokens(model, m.target.as_deref(), m.usage.as_ref(), m.cost_usd);
+}
+
+/// An HTTP status (always three digits) as text, without allocating.
+fn status_digits(code: u16) -> [u8; 3] {
+    let code = code.min(999);
+    [
+        b'0' + (code / 100) as u8,
+        b'0' + (code / 10 % 10) as u8,
+        b'0' + (code % 10) as u8,
+    ]
 }
 
 /// Records tokens and cost (also called when a stream ends).
 pub fn tokens(model: &str, target: Option<&str>, usage: Option<&breakwater::types::Usage>, cost_usd: f64) {
     let Some(u) = usage else { return };
-    let target = target.unwrap_or("none").to_string();
-    counter!("breakwater_tokens_total", "model" => model.to_string(), "target" => target.clone(), "kind" => "prompt")
-        .increment(u64::from(u.prompt_tokens));
-    counter!("breakwater_tokens_total", "model" => model.to_string(), "target" => target.clone(), "kind" => "completion")
-        .increment(u64::from(u.completion_tokens));
+    let target = target.unwrap_or("none");
+    counter(
+        "breakwater_tokens_total",
+        &[("model", model), ("target", target), ("kind", "prompt")],
+    )
+    .increment(u64::from(u.prompt_tokens));
+    counter(
+        "breakwater_tokens_total",
+        &[("model", model), ("target", target), ("kind", "completion")],
+    )
+    .increment(u64::from(u.completion_tokens));
     if cost_usd > 0.0 {
         // Counters are integers: cost in micro-dollars.
-        counter!("breakwater_cost_microusd_total", "model" => model.to_string(), "target" => target)
-            .increment((cost_usd * 1e6).round() as u64);
+        counter(
+            "breakwater_cost_microusd_total",
+            &[("model", model), ("target", target)],
+        )
+        .increment((cost_usd * 1e6).round() as u64);
     }
 }
 
 /// A limiter or budget decision by a key.
 pub fn limiter(scope: &'static str, name: &str, allowed: bool) {
-    counter!("breakwater_limiter_decisions_total", "scope" => scope, "name" => name.to_string(), "decision" => if allowed { "allowed" } else { "rejected" })
-        .increment(1);
+    let decision = if allowed { "allowed" } else { "rejected" };
+    counter(
+        "breakwater_limiter_decisions_total",
+        &[("scope", scope), ("name", name), ("decision", decision)],
+    )
+    .increment(1);
 }
 
 /// Configuration reloads done and refused (a refused reload keeps the old

@@ -49,6 +49,11 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Err
             "the request body is empty: send a JSON object",
         ));
     }
+    // The plain parser is several times faster than the path-tracking one,
+    // which runs again only to name the field of an error.
+    if let Ok(v) = serde_json::from_slice(bytes) {
+        return Ok(v);
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
