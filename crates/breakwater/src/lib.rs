@@ -44,6 +44,7 @@ pub mod policy;
 pub mod provider;
 pub mod redis_store;
 pub mod route;
+pub mod runtime;
 pub mod secret;
 pub mod simulator;
 pub mod sse;

@@ -12,7 +12,8 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 use tokio::time::Instant;
 
 /// The most of an error body we read to classify it.
@@ -71,11 +72,55 @@ pub(crate) fn key_header(settings: &HttpSettings, name: &'static str, prefix: &s
     Ok(h)
 }
 
+/// How many worker runtimes get a connection pool of their own; workers
+/// beyond share by their index modulo this.
+const MAX_POOLS: usize = 64;
+
+/// One HTTP client (one connection pool) per worker runtime, see
+/// [`crate::runtime`]: worker 0's is built with the provider, the others
+/// the first time their worker calls.
+struct Pools {
+    first: reqwest::Client,
+    more: [OnceLock<reqwest::Client>; MAX_POOLS - 1],
+    connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for Pools {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let made = 1 + self.more.iter().filter(|p| p.get().is_some()).count();
+        f.debug_struct("Pools").field("made", &made).finish()
+    }
+}
+
+impl Pools {
+    fn build(connect_timeout: Duration) -> std::result::Result<reqwest::Client, reqwest::Error> {
+        reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .http2_adaptive_window(true)
+            .user_agent(concat!("breakwater/", env!("CARGO_PKG_VERSION")))
+            .build()
+    }
+
+    /// The current worker's client.
+    fn client(&self) -> &reqwest::Client {
+        match crate::runtime::worker() % MAX_POOLS {
+            0 => &self.first,
+            // The settings built `first` already, so building again cannot
+            // fail for them; if it somehow did, share `first`.
+            w => self.more[w - 1]
+                .get_or_init(|| Self::build(self.connect_timeout).unwrap_or_else(|_| self.first.clone())),
+        }
+    }
+}
+
 /// A configured HTTP upstream.
 #[derive(Debug, Clone)]
 pub(crate) struct HttpUpstream {
     pub name: Arc<str>,
-    client: reqwest::Client,
+    pools: Arc<Pools>,
     base_url: String,
     headers: HeaderMap,
     pub timeouts: Timeouts,
@@ -101,18 +146,16 @@ impl HttpUpstream {
                 .map_err(|_| Error::invalid_param(format!("headers.{k}"), "header value has invalid characters"))?;
             headers.insert(name, value);
         }
-        let client = reqwest::Client::builder()
-            .connect_timeout(s.timeouts.connect())
-            .tcp_nodelay(true)
-            .pool_idle_timeout(std::time::Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .http2_adaptive_window(true)
-            .user_agent(concat!("breakwater/", env!("CARGO_PKG_VERSION")))
-            .build()
+        let connect_timeout = s.timeouts.connect();
+        let first = Pools::build(connect_timeout)
             .map_err(|e| Error::new(ErrorKind::InvalidRequest, format!("cannot build HTTP client: {e}")))?;
         Ok(HttpUpstream {
             name,
-            client,
+            pools: Arc::new(Pools {
+                first,
+                more: std::array::from_fn(|_| OnceLock::new()),
+                connect_timeout,
+            }),
             base_url: s.base_url.trim_end_matches('/').to_string(),
             headers,
             timeouts: s.timeouts,
@@ -193,7 +236,8 @@ impl HttpUpstream {
             ))
         })?;
         let b = self
-            .client
+            .pools
+            .client()
             .post(url)
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(bytes);
@@ -207,7 +251,7 @@ impl HttpUpstream {
         until: Option<Instant>,
         request_id: Option<&str>,
     ) -> Result<reqwest::Response> {
-        self.send(self.client.get(url), until, TimeoutPhase::Total, request_id)
+        self.send(self.pools.client().get(url), until, TimeoutPhase::Total, request_id)
             .await
     }
 
@@ -281,5 +325,37 @@ async fn read_limited(mut resp: reqwest::Response, limit: usize, truncate: bool)
                 return Err(err);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_worker_gets_its_own_connection_pool() {
+        let up = HttpUpstream::new(
+            Arc::from("p"),
+            &HttpSettings::new("http://127.0.0.1:1/v1"),
+            HeaderMap::new(),
+        )
+        .expect("an upstream");
+        let first: *const reqwest::Client = up.pools.client();
+        assert!(std::ptr::eq(first, &up.pools.first));
+        let pools = up.pools.clone();
+        let (one, one_again, wrapped) = std::thread::spawn(move || {
+            crate::runtime::set_worker(1);
+            let one: *const reqwest::Client = pools.client();
+            let one_again: *const reqwest::Client = pools.client();
+            crate::runtime::set_worker(MAX_POOLS);
+            let wrapped: *const reqwest::Client = pools.client();
+            (one as usize, one_again as usize, wrapped as usize)
+        })
+        .join()
+        .expect("the worker thread");
+        assert_ne!(one, first as usize, "worker 1 has a pool of its own");
+        assert_eq!(one, one_again, "and keeps it");
+        assert_eq!(wrapped, first as usize, "workers past the last pool share by index");
+        assert_eq!(format!("{:?}", up.pools), "Pools { made: 2 }");
     }
 }
