@@ -77,7 +77,9 @@ pub fn run(a: ServeArgs) -> ExitCode {
         None => fmt,
     };
     init_logs(fmt, &level);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // Worker 0 runs on this thread; `server.workers` adds more, each a
+    // thread with a runtime like this one (see breakwater_server::serve).
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

@@ -71,17 +71,22 @@ pub async fn load(opts: &Options) -> Result<(GatewayConfig, String), String> {
     }
 }
 
-/// Starts serving `cfg` (already loaded) in the background.
+/// Starts serving `cfg` (already loaded) in the background: worker 0 on
+/// the caller's runtime, the other `server.workers` on threads of their own,
+/// each with a single-threaded runtime and a listening socket of its own on
+/// the same address (`SO_REUSEPORT`: the kernel spreads connections over
+/// them). A request then runs on one thread from its first byte to its
+/// last, with no task ever waking another thread: measured, a third less
+/// CPU per request than one multi-threaded runtime (bench/RESULTS.md).
 pub async fn start(cfg: GatewayConfig, origin: String, opts: &Options) -> Result<Running, String> {
     let listen = cfg.server.listen.clone();
+    let workers = cfg.server.worker_count();
     // Install the metrics recorder first: whatever is recorded before it
     // is lost.
     crate::metrics::handle();
     let gw = state::build(cfg, origin).await.map_err(|e| e.to_string())?;
-    let listener = TcpListener::bind(&listen)
-        .await
-        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let listeners = bind(&listen, workers).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let addr = listeners[0].local_addr().map_err(|e| e.to_string())?;
     let app = Arc::new(AppState {
         gateway: ArcSwap::from_pointee(gw),
         live: Live::new(),
@@ -92,6 +97,7 @@ pub async fn start(cfg: GatewayConfig, origin: String, opts: &Options) -> Result
         reload_failures: Default::default(),
         iot: Default::default(),
         dash: Default::default(),
+        connections: (0..listeners.len()).map(|_| Default::default()).collect(),
     });
     let iot_cfg = app.gateway.load().config.iot.clone();
     if let Some(iot_cfg) = iot_cfg {
@@ -105,11 +111,83 @@ pub async fn start(cfg: GatewayConfig, origin: String, opts: &Options) -> Result
         tokio::spawn(watch_file(app.clone(), path, every));
     }
     tokio::spawn(crate::dashboard::history::record(app.clone()));
-    let done = tokio::spawn(accept_loop(listener, app.clone()));
+    let mut listeners = listeners.into_iter();
+    let first = listeners.next().ok_or("no listener")?;
+    let first = TcpListener::from_std(first).map_err(|e| e.to_string())?;
+    let mut others = Vec::new();
+    for (i, l) in listeners.enumerate() {
+        others.push(spawn_worker(i + 1, l, app.clone()).map_err(|e| format!("cannot start worker {}: {e}", i + 1))?);
+    }
+    let done = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            accept_loop(0, first, app.clone()).await;
+            for w in others {
+                let _ = w.await;
+            }
+            if let Some(iot) = app.iot.get() {
+                iot.shutdown().await;
+            }
+        })
+    };
     Ok(Running { addr, app, done })
 }
 
-async fn accept_loop(listener: TcpListener, app: Arc<AppState>) {
+/// `workers` listening sockets on `listen` (the port of the first when it
+/// asks for port 0), each with `SO_REUSEPORT` when there are several.
+fn bind(listen: &str, workers: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let mut addr: SocketAddr = listen
+        .parse()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("not host:port: {e}")))?;
+    let mut out = Vec::with_capacity(workers);
+    for _ in 0..workers.max(1) {
+        let s = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+        #[cfg(unix)]
+        {
+            s.set_reuse_address(true)?;
+            if workers > 1 {
+                s.set_reuse_port(true)?;
+            }
+        }
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
+        s.listen(1024)?;
+        let l: std::net::TcpListener = s.into();
+        addr = l.local_addr()?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
+/// Worker `index` on a thread of its own; the receiver fires when it has
+/// stopped (after draining its connections).
+fn spawn_worker(
+    index: usize,
+    listener: std::net::TcpListener,
+    app: Arc<AppState>,
+) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("breakwater-worker-{index}"))
+        .spawn(move || {
+            breakwater::runtime::set_worker(index);
+            match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt.block_on(async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(l) => accept_loop(index, l, app).await,
+                        Err(e) => tracing::error!(worker = index, error = %e, "worker cannot listen"),
+                    }
+                }),
+                Err(e) => tracing::error!(worker = index, error = %e, "worker cannot start its runtime"),
+            }
+            let _ = tx.send(());
+        })?;
+    Ok(rx)
+}
+
+/// Accepts and serves connections until shutdown, then drains them up to
+/// the grace period.
+async fn accept_loop(worker: usize, listener: TcpListener, app: Arc<AppState>) {
     let router = crate::routes::router(app.clone());
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -136,6 +214,9 @@ async fn accept_loop(listener: TcpListener, app: Arc<AppState>) {
             },
         };
         let _ = stream.set_nodelay(true);
+        if let Some(n) = app.connections.get(worker) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
         // The peer goes into each request's extensions; layering the router
         // per connection instead would rebuild its whole route table for
         // every connection (measured: the largest share of a stream's memory).
@@ -158,9 +239,6 @@ async fn accept_loop(listener: TcpListener, app: Arc<AppState>) {
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections closed"),
         _ = tokio::time::sleep(grace) => tracing::warn!("grace period over: closing the remaining connections"),
-    }
-    if let Some(iot) = app.iot.get() {
-        iot.shutdown().await;
     }
 }
 

@@ -67,6 +67,8 @@ pub struct AppState {
     pub iot: std::sync::OnceLock<breakwater_iot::IotService>,
     /// The dashboard's history (breaker changes, limiter samples).
     pub dash: crate::dashboard::History,
+    /// Connections accepted by each worker (`server.workers`).
+    pub connections: Box<[std::sync::atomic::AtomicU64]>,
 }
 
 /// Why a configuration could not be built.

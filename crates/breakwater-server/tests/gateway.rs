@@ -409,6 +409,30 @@ async fn reload_swaps_the_config_and_a_bad_one_is_refused() {
     assert_eq!(stats, 1);
 }
 
+/// POSTs `body` to the chat route on a connection of its own, and reads
+/// the answer to its end: the status and the body.
+fn post_on_new_connection(addr: std::net::SocketAddr, body: &Value) -> impl Future<Output = (u16, String)> + use<> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = body.to_string();
+    async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\nauthorization: Bearer {KEY}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(body.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map_or(String::new(), |(_, b)| b.to_string());
+        (status, body)
+    }
+}
+
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !check() {
@@ -535,4 +559,75 @@ async fn a_changed_config_file_is_picked_up_by_the_watcher() {
             .status(),
         200
     );
+}
+
+#[tokio::test]
+async fn several_workers_share_the_port_and_each_drains_its_streams() {
+    let sim = SimServer::start(SimulatorConfig {
+        latency_ms: 20,
+        tokens_per_s: 40.0,
+        reply_tokens: 30,
+        ..SimulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("breakwater.yaml");
+    let text = config_text(&sim, "").replace("  shutdown_grace_s: 20\n", "  shutdown_grace_s: 20\n  workers: 3\n");
+    std::fs::write(&path, text).unwrap();
+    let gw = start_with_file(&path).await;
+    assert_eq!(gw.app.connections.len(), 3);
+
+    // Every request on a connection of its own, so the kernel spreads them
+    // over the workers' sockets; each is answered whichever worker took it.
+    // (Plain TCP: a new reqwest client per connection loads the system's
+    // root certificates each time, seconds in a debug build.)
+    let asks: Vec<_> = (0..24)
+        .map(|i| tokio::spawn(post_on_new_connection(gw.addr, &chat(&format!("q{i}")))))
+        .collect();
+    for a in asks {
+        assert_eq!(a.await.unwrap().0, 200);
+    }
+    let per_worker: Vec<u64> = gw
+        .app
+        .connections
+        .iter()
+        .map(|n| n.load(std::sync::atomic::Ordering::Relaxed))
+        .collect();
+    assert_eq!(per_worker.iter().sum::<u64>(), 24, "{per_worker:?}");
+    assert!(
+        per_worker.iter().filter(|n| **n > 0).count() >= 2,
+        "24 connections all went to one worker: {per_worker:?}"
+    );
+    let stats: Value = http()
+        .get(format!("{}/admin/stats", gw.url()))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["workers"]["count"], 3, "{}", stats["workers"]);
+
+    // Streams open on several workers; a shutdown drains every one of them.
+    let mut streams = Vec::new();
+    for i in 0..6 {
+        let mut body = chat(&format!("story {i}"));
+        body["stream"] = json!(true);
+        streams.push(tokio::spawn(post_on_new_connection(gw.addr, &body)));
+    }
+    eventually("every stream is open", || sim.stats().streams_started == 6).await;
+    gw.shutdown();
+    for s in streams {
+        let (status, text) = s.await.unwrap();
+        assert_eq!(status, 200);
+        // Chunked: the last event, then the empty chunk that ends the body.
+        assert!(text.ends_with("data: [DONE]\n\n\r\n0\r\n\r\n"), "{text}");
+    }
+    tokio::time::timeout(Duration::from_secs(10), gw.done)
+        .await
+        .expect("every worker stops after draining")
+        .unwrap();
+    assert_eq!(sim.stats().streams_completed, 6);
 }

@@ -98,6 +98,12 @@ pub fn validate(cfg: &GatewayConfig, source: &str) -> Result<(), ConfigError> {
             format!("`{}` is not host:port ({x})", cfg.server.listen),
         )
     })?;
+    if cfg.server.workers > schema::MAX_WORKERS {
+        return Err(e(
+            "server.workers".into(),
+            format!("at most {} (0 = one per CPU)", schema::MAX_WORKERS),
+        ));
+    }
     if cfg.server.max_body_bytes == 0 {
         return Err(e("server.max_body_bytes".into(), "must be at least 1".into()));
     }

@@ -103,6 +103,27 @@ pub struct ServerConfig {
     /// model name. Addition; the zero-config start sets it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub passthrough_provider: Option<String>,
+    /// Worker threads, each with its own single-threaded runtime and its
+    /// own listening socket (`SO_REUSEPORT`); 0 = one per CPU. Addition.
+    #[serde(default)]
+    pub workers: usize,
+}
+
+/// The most worker threads `server.workers` may ask for.
+pub const MAX_WORKERS: usize = 1024;
+
+impl ServerConfig {
+    /// The number of workers: `workers`, or one per CPU when 0 (always 1
+    /// where `SO_REUSEPORT` is missing).
+    pub fn worker_count(&self) -> usize {
+        if !cfg!(unix) {
+            return 1;
+        }
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n.min(MAX_WORKERS),
+        }
+    }
 }
 
 fn d_listen() -> String {
@@ -137,6 +158,7 @@ impl Default for ServerConfig {
             embeddings_batch_ms: d_batch_ms(),
             embeddings_batch_max: d_batch_max(),
             passthrough_provider: None,
+            workers: 0,
         }
     }
 }

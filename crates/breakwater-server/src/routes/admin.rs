@@ -118,6 +118,10 @@ pub fn stats_json(app: &AppState) -> serde_json::Value {
         "redis": gw.redis.as_ref().map(|r| r.stats()),
         "reloads": app.reloads.load(std::sync::atomic::Ordering::Relaxed),
         "reload_failures": app.reload_failures.load(std::sync::atomic::Ordering::Relaxed),
+        "workers": {
+            "count": app.connections.len(),
+            "connections": app.connections.iter().map(|n| n.load(std::sync::atomic::Ordering::Relaxed)).collect::<Vec<_>>(),
+        },
     })
 }
 

@@ -174,9 +174,7 @@ impl Drive {
 
     /// Continues the answer on another target from the partial text.
     async fn stitch(&mut self, broken: &Arc<str>) -> Option<Opened> {
-        let Some(req) = self.req.as_ref().filter(|_| self.alias.cfg.stitch) else {
-            return None;
-        };
+        let req = self.req.as_ref().filter(|_| self.alias.cfg.stitch)?;
         if self.asm.has_tool_calls() || Instant::now() >= self.deadline {
             return None;
         }
