@@ -1,32 +1,36 @@
 //! The load runs, against the real `breakwater` binary as a child process
-//! (and `breakwater simulate` children as upstreams), so its RSS and open
-//! descriptors can be read from `/proc`:
+//! (and `breakwater simulate` children as upstreams), so its CPU time, RSS
+//! and open descriptors can be read from `/proc`. Requests come from `wrk`
+//! (see [`crate::wrk`]), streams from the suite's own client:
 //!
-//! - added latency at concurrency 1 (gateway minus direct to the simulator);
-//! - throughput at concurrency 32, non-streamed, tiny upstream answers,
-//!   through the gateway as a share of direct;
-//! - cache-hit latency end to end;
-//! - a fixed arrival rate held for a while with caching off and on, RSS and
-//!   descriptors sampled over time (soak growth);
-//! - N concurrent slow SSE streams held open, stalls counted.
+//! - (a) added latency at concurrency 1 (gateway minus direct);
+//! - (b) throughput at concurrency 32, non-streamed, tiny answers, through
+//!   the gateway as a share of direct, and the gateway's CPU per request;
+//!   and the highest arrival rate sustained with p99 under a bound, with a
+//!   20 ms upstream, direct and through the gateway;
+//! - (c) concurrent slow SSE streams held open, stalls counted; RSS with
+//!   1,000 streams open;
+//! - (d) RSS and descriptors over a soak at a fixed rate, cache off and on;
+//! - (e) cache-hit latency end to end.
 
-use crate::client::{self, Req};
+use crate::client;
 use crate::procs::{self, Proc, ProcSample};
-use crate::report::{Outcome, quantile};
+use crate::wrk::{self, Load, ms};
 use breakwater::simulator::SimulatorConfig;
 use futures::StreamExt;
 use serde_json::{Value, json};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 /// Sizes of the load runs.
 #[derive(Debug, Clone, Copy)]
 struct Sizes {
-    seq_requests: usize,
+    latency_for: Duration,
     throughput_for: Duration,
+    probe_for: Duration,
     rate_per_s: u64,
     rate_for: Duration,
     streams: usize,
@@ -39,8 +43,9 @@ impl Sizes {
     fn new(short: bool) -> Sizes {
         if short {
             Sizes {
-                seq_requests: 200,
+                latency_for: Duration::from_secs(3),
                 throughput_for: Duration::from_secs(3),
+                probe_for: Duration::from_secs(3),
                 rate_per_s: 200,
                 rate_for: Duration::from_secs(5),
                 streams: 500,
@@ -50,8 +55,9 @@ impl Sizes {
             }
         } else {
             Sizes {
-                seq_requests: 1000,
+                latency_for: Duration::from_secs(10),
                 throughput_for: Duration::from_secs(10),
+                probe_for: Duration::from_secs(6),
                 rate_per_s: 500,
                 rate_for: Duration::from_secs(30),
                 streams: 10_000,
@@ -63,9 +69,15 @@ impl Sizes {
     }
 }
 
-fn ms(d: Duration) -> String {
-    format!("{:.2}", d.as_secs_f64() * 1000.0)
-}
+/// Upstream latency of the sustained-rate runs, and the p99 a rate must
+/// keep to count as sustained.
+const RATE_UPSTREAM_MS: u64 = 20;
+const RATE_P99_BOUND_MS: u64 = RATE_UPSTREAM_MS + 30;
+/// Each connection of a sustained-rate run sends a request about every
+/// this many ms (its wait plus the upstream's latency): long against the
+/// latency, so the load is close to open loop, short against a probe, so
+/// the connections' staggered starts cost little of the rate.
+const RATE_CYCLE_MS: u64 = 100;
 
 fn mib(kb: u64) -> String {
     format!("{:.1}", kb as f64 / 1024.0)
@@ -93,137 +105,153 @@ fn sampler(pid: u32, every: Duration, stop: CancellationToken) -> tokio::task::J
     })
 }
 
-fn req(url: &str, model: &str, prompt: String, stream: bool) -> Req {
-    Req {
-        url: url.to_string(),
-        model: model.to_string(),
-        prompt,
-        stream,
-        deadline: Duration::from_secs(30),
-        slack: Duration::from_secs(5),
-        bearer: None,
-        drop_after_events: None,
-    }
-}
-
-/// Sequential requests: sorted latencies and how many failed.
-async fn sequential(http: &reqwest::Client, url: &str, model: &str, n: usize, same: bool) -> (Vec<Duration>, usize) {
-    let mut lat = Vec::with_capacity(n);
-    let mut failed = 0;
-    for i in 0..n {
-        let prompt = if same {
-            "the cached question".to_string()
-        } else {
-            format!("seq {i}")
+/// Runs wrk off the runtime's threads.
+async fn wrk_run(wrk: &Path, script: &Path, load: Load<'_>) -> Result<wrk::Run, String> {
+    let (wrk, script) = (wrk.to_path_buf(), script.to_path_buf());
+    let (url, model) = (load.url.to_string(), load.model.to_string());
+    let load = Load {
+        url: "",
+        model: "",
+        ..load
+    };
+    tokio::task::spawn_blocking(move || {
+        let load = Load {
+            url: &url,
+            model: &model,
+            ..load
         };
-        let s = client::send(http, &req(url, model, prompt, false)).await;
-        if s.outcome != Outcome::Success {
-            failed += 1;
-        }
-        lat.push(s.latency);
-    }
-    lat.sort();
-    (lat, failed)
+        wrk::run(&wrk, &script, &load)
+    })
+    .await
+    .map_err(|e| e.to_string())?
 }
 
-/// Closed-loop throughput: completed requests per second at `c` clients.
-async fn throughput(http: &reqwest::Client, url: &str, model: &str, c: usize, dur: Duration) -> (f64, u64) {
-    let end = Instant::now() + dur;
-    let ok = Arc::new(AtomicU64::new(0));
-    let bad = Arc::new(AtomicU64::new(0));
-    let t0 = Instant::now();
-    let mut tasks = Vec::new();
-    for w in 0..c {
-        let (http, url, model, ok, bad) = (
-            http.clone(),
-            url.to_string(),
-            model.to_string(),
-            ok.clone(),
-            bad.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let mut j = 0;
-            while Instant::now() < end {
-                let s = client::send(&http, &req(&url, &model, format!("tp {w} {j}"), false)).await;
-                if s.outcome == Outcome::Success {
-                    ok.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    bad.fetch_add(1, Ordering::Relaxed);
-                }
-                j += 1;
-            }
-        }));
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
-    let secs = t0.elapsed().as_secs_f64();
-    (ok.load(Ordering::Relaxed) as f64 / secs, bad.load(Ordering::Relaxed))
+/// A wrk run and the CPU time `pid` used during it.
+async fn wrk_with_cpu(wrk: &Path, script: &Path, load: Load<'_>, pid: u32) -> Result<(wrk::Run, Duration), String> {
+    let before = procs::cpu_time(pid).unwrap_or_default();
+    let r = wrk_run(wrk, script, load).await?;
+    let after = procs::cpu_time(pid).unwrap_or_default();
+    Ok((r, after.saturating_sub(before)))
 }
 
-/// Result of an open-loop run.
-struct RateRun {
-    sent: u64,
-    ok: u64,
-    failed: u64,
-    lat: Vec<Duration>,
-    samples: Vec<ProcSample>,
+/// CPU per request, µs.
+fn cpu_per_request(cpu: Duration, r: &wrk::Run) -> f64 {
+    if r.requests == 0 {
+        0.0
+    } else {
+        cpu.as_secs_f64() * 1e6 / r.requests as f64
+    }
 }
 
-/// Open loop: `rate` requests per second for `dur`, whatever the latency.
-async fn fixed_rate(
-    http: &reqwest::Client,
+/// One probe of a sustained rate: `rate` requests a second offered (near
+/// open loop: many connections, each paced), passed when none failed, the
+/// p99 stayed under the bound and most of it was served.
+async fn probe_rate(
+    wrk: &Path,
+    script: &Path,
     url: &str,
     model: &str,
-    rate: u64,
+    rate: f64,
     dur: Duration,
-    distinct: usize,
-    pid: u32,
-) -> RateRun {
-    let stop = CancellationToken::new();
-    let sampling = sampler(pid, Duration::from_millis(500), stop.clone());
-    let lat = Arc::new(Mutex::new(Vec::new()));
-    let ok = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let end = Instant::now() + dur;
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut sent = 0u64;
-    while Instant::now() < end {
-        tick.tick().await;
-        let prompt = if distinct == 0 {
-            format!("rate {sent}")
-        } else {
-            format!("rate {}", sent as usize % distinct)
-        };
-        let r = req(url, model, prompt, false);
-        let (http, lat, ok, failed) = (http.clone(), lat.clone(), ok.clone(), failed.clone());
-        tasks.spawn(async move {
-            let s = client::send(&http, &r).await;
-            if s.outcome == Outcome::Success {
-                ok.fetch_add(1, Ordering::Relaxed);
-            } else {
-                failed.fetch_add(1, Ordering::Relaxed);
+) -> Result<(bool, wrk::Run), String> {
+    let connections = ((rate * RATE_CYCLE_MS as f64 / 1000.0).round() as usize).max(16);
+    let r = wrk_run(
+        wrk,
+        script,
+        Load {
+            url,
+            model,
+            connections,
+            threads: 2,
+            duration: dur,
+            same_prompt: false,
+            temperature0: false,
+            pace_ms: (RATE_CYCLE_MS - RATE_UPSTREAM_MS) as f64,
+        },
+    )
+    .await?;
+    // The served rate falls short of the offered one by the connections'
+    // staggered starts (and by queueing, which the p99 bound catches).
+    let ok = r.rate() >= rate * 0.8 && r.p99_us <= RATE_P99_BOUND_MS * 1000 && r.failed() == 0;
+    Ok((ok, r))
+}
+
+/// The highest rate sustained: offered rates doubling from 1,000 a second
+/// until a probe fails, then three halvings of the gap; the served rate
+/// and the run of the highest probe that passed.
+async fn sustained_rate(
+    wrk: &Path,
+    script: &Path,
+    url: &str,
+    model: &str,
+    dur: Duration,
+) -> Result<(f64, wrk::Run), String> {
+    let mut good: Option<(f64, wrk::Run)> = None;
+    let mut rate = 1000.0;
+    let mut bad = None;
+    while rate <= 64_000.0 {
+        let (ok, r) = probe_rate(wrk, script, url, model, rate, dur).await?;
+        eprintln!(
+            "   {rate:.0}/s: served {:.0}/s, p99 {} ms, {} failed -> {}",
+            r.rate(),
+            ms(r.p99_us),
+            r.failed(),
+            if ok { "sustained" } else { "not sustained" }
+        );
+        if !ok {
+            bad = Some(rate);
+            break;
+        }
+        good = Some((rate, r));
+        rate *= 2.0;
+    }
+    if let Some(mut hi) = bad {
+        let mut lo = good.as_ref().map_or(0.0, |g| g.0);
+        for _ in 0..3 {
+            let mid = (lo + hi) / 2.0;
+            if mid < 250.0 {
+                break;
             }
-            lat.lock().await.push(s.latency);
-        });
-        sent += 1;
-        while tasks.try_join_next().is_some() {}
+            let (ok, r) = probe_rate(wrk, script, url, model, mid, dur).await?;
+            eprintln!(
+                "   {mid:.0}/s: served {:.0}/s, p99 {} ms, {} failed -> {}",
+                r.rate(),
+                ms(r.p99_us),
+                r.failed(),
+                if ok { "sustained" } else { "not sustained" }
+            );
+            if ok {
+                lo = mid;
+                good = Some((mid, r));
+            } else {
+                hi = mid;
+            }
+        }
     }
-    while tasks.join_next().await.is_some() {}
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    stop.cancel();
-    let samples = sampling.await.unwrap_or_default();
-    let mut lat = std::mem::take(&mut *lat.lock().await);
-    lat.sort();
-    RateRun {
-        sent,
-        ok: ok.load(Ordering::Relaxed),
-        failed: failed.load(Ordering::Relaxed),
-        lat,
-        samples,
-    }
+    Ok(good.map(|(_, r)| (r.rate(), r)).unwrap_or_default())
+}
+
+/// RSS of a fresh gateway with `n` streams of `model` open.
+async fn rss_with_streams(
+    bin: &Path,
+    cfg: &Path,
+    model: &str,
+    n: usize,
+    s: &Sizes,
+) -> Result<(u64, u64, StreamRun), String> {
+    let gw = procs::spawn_gateway(bin, cfg).await?;
+    let idle = procs::sample(gw.pid()).unwrap_or_default().0;
+    let url = format!("{}/v1/chat/completions", gw.url());
+    let run = hold_streams(
+        &url,
+        model,
+        n,
+        s.stall_gap,
+        Duration::from_secs(s.stream_s * 3 + 30),
+        gw.pid(),
+    )
+    .await;
+    Ok((idle, run.rss_all_open_kb, run))
 }
 
 /// How the held streams went.
@@ -235,6 +263,8 @@ struct StreamRun {
     peak_open: u64,
     max_gap: Duration,
     samples: Vec<ProcSample>,
+    /// The highest RSS sampled while the streams were held, KiB.
+    rss_all_open_kb: u64,
 }
 
 /// Opens `n` slow streams (at most 2,048 connecting at once), holds them to
@@ -305,6 +335,7 @@ async fn hold_streams(url: &str, model: &str, n: usize, stall_gap: Duration, lim
         peak_open: 0,
         max_gap: Duration::ZERO,
         samples: Vec::new(),
+        rss_all_open_kb: 0,
     };
     while let Some(r) = tasks.join_next().await {
         let (opened, done, gap, timed_out) = r.unwrap_or((false, false, Duration::ZERO, false));
@@ -325,6 +356,7 @@ async fn hold_streams(url: &str, model: &str, n: usize, stall_gap: Duration, lim
     }
     stop.cancel();
     run.samples = sampling.await.unwrap_or_default();
+    run.rss_all_open_kb = run.samples.iter().map(|s| s.rss_kb).max().unwrap_or(0);
     run.peak_open = peak.load(Ordering::Relaxed);
     run
 }
@@ -358,9 +390,16 @@ fn write_json(dir: &std::path::Path, name: &str, v: &impl serde::Serialize) -> R
 pub async fn run(short: bool) -> Result<(String, Vec<String>), String> {
     let z = Sizes::new(short);
     let bin = procs::breakwater_bin()?;
+    let wrk = wrk::find()?;
     let release = bin.to_string_lossy().contains("/release/");
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let script = wrk::script(dir.path())?;
     let tiny = SimulatorConfig {
+        reply_tokens: 8,
+        ..SimulatorConfig::instant()
+    };
+    let slow20 = SimulatorConfig {
+        latency_ms: RATE_UPSTREAM_MS,
         reply_tokens: 8,
         ..SimulatorConfig::instant()
     };
@@ -370,37 +409,41 @@ pub async fn run(short: bool) -> Result<(String, Vec<String>), String> {
         reply_tokens: z.stream_s as u32,
         ..SimulatorConfig::default()
     };
-    let tiny_sim = procs::spawn_simulator(&bin, &write_json(dir.path(), "tiny.json", &tiny)?)?;
-    let slow_sim = procs::spawn_simulator(&bin, &write_json(dir.path(), "slow.json", &slow)?)?;
-    let provider = |sim: &Proc, idle_ms: u64| {
+    let tiny_sim = procs::spawn_simulator(&bin, &write_json(dir.path(), "tiny.json", &tiny)?).await?;
+    let rate_sim = procs::spawn_simulator(&bin, &write_json(dir.path(), "slow20.json", &slow20)?).await?;
+    let slow_sim = procs::spawn_simulator(&bin, &write_json(dir.path(), "slow.json", &slow)?).await?;
+    let provider = |sim: &Proc| {
         json!({"kind": "openai", "base_url": format!("{}/v1", sim.url()), "api_key": "sk-bench-fake-key",
-               "timeouts": {"connect_ms": 2000, "first_token_ms": 15000, "idle_ms": idle_ms, "total_ms": 600000}})
+               "timeouts": {"connect_ms": 2000, "first_token_ms": 15000, "idle_ms": 30000, "total_ms": 600000}})
     };
     let gw_cfg: Value = json!({
         "server": {"listen": "127.0.0.1:0", "request_timeout_ms": 600000, "shutdown_grace_s": 1},
         "providers": {
-            "tiny": provider(&tiny_sim, 30000),
-            "slow": provider(&slow_sim, 30000),
+            "tiny": provider(&tiny_sim),
+            "slow20": provider(&rate_sim),
+            "slow": provider(&slow_sim),
             "inproc": {"kind": "simulator", "simulator": &slow,
                        "timeouts": {"first_token_ms": 15000, "idle_ms": 30000, "total_ms": 600000}},
         },
         "models": {
             "nocache": {"targets": [{"provider": "tiny", "model": "sim-1"}], "cache": {"enabled": false}},
             "cached": {"targets": [{"provider": "tiny", "model": "sim-1"}], "cache": {"enabled": true, "ttl_s": 3600}},
+            "rate": {"targets": [{"provider": "slow20", "model": "sim-1"}], "cache": {"enabled": false}},
             "stream": {"targets": [{"provider": "slow", "model": "sim-1"}], "cache": {"enabled": false}},
             "stream_inproc": {"targets": [{"provider": "inproc", "model": "sim-1"}], "cache": {"enabled": false}},
         },
         "logging": {"level": "error"},
     });
-    let gw = procs::spawn_gateway(&bin, &write_json(dir.path(), "gateway.json", &gw_cfg)?)?;
+    let gw_path = write_json(dir.path(), "gateway.json", &gw_cfg)?;
+    let gw = procs::spawn_gateway(&bin, &gw_path).await?;
     let pid = gw.pid();
-    let http = client::http();
     let direct = format!("{}/v1/chat/completions", tiny_sim.url());
     let via = format!("{}/v1/chat/completions", gw.url());
     let mut md = String::new();
     let mut violations = Vec::new();
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     md.push_str(&format!(
-        "## Gateway load ({}; gateway = `{}` as a child process{}; RLIMIT_NOFILE {})\n\n",
+        "## Gateway load ({}; gateway = `{}` as a child process, {workers} workers (one per CPU){}; load from wrk; RLIMIT_NOFILE {})\n\n",
         if short { "short run" } else { "full run" },
         bin.display(),
         if release {
@@ -411,98 +454,195 @@ pub async fn run(short: bool) -> Result<(String, Vec<String>), String> {
         procs::nofile()
     ));
     let rss0 = procs::sample(pid).unwrap_or_default();
+    let load = |url, model, connections, duration| Load {
+        url,
+        model,
+        connections,
+        threads: if connections > 1 { 2 } else { 1 },
+        duration,
+        same_prompt: false,
+        temperature0: false,
+        pace_ms: 0.0,
+    };
+    let check = |violations: &mut Vec<String>, what: &str, r: &wrk::Run| {
+        if r.failed() > 0 || r.requests == 0 {
+            violations.push(format!(
+                "load: {what}: {} of {} requests failed",
+                r.failed(),
+                r.requests
+            ));
+        }
+    };
 
     // (a) added latency at c=1
     eprintln!("== load: added latency at concurrency 1");
-    sequential(&http, &direct, "sim-1", 50, false).await;
-    sequential(&http, &via, "nocache", 50, false).await;
-    let (d, df) = sequential(&http, &direct, "sim-1", z.seq_requests, false).await;
-    let (g, gf) = sequential(&http, &via, "nocache", z.seq_requests, false).await;
-    let added = |q| quantile(&g, q).saturating_sub(quantile(&d, q));
+    let warm = Duration::from_secs(2);
+    wrk_run(&wrk, &script, load(&direct, "sim-1", 1, warm)).await?;
+    wrk_run(&wrk, &script, load(&via, "nocache", 1, warm)).await?;
+    let d1 = wrk_run(&wrk, &script, load(&direct, "sim-1", 1, z.latency_for)).await?;
+    let (g1, g1cpu) = wrk_with_cpu(&wrk, &script, load(&via, "nocache", 1, z.latency_for), pid).await?;
+    check(&mut violations, "c=1 direct", &d1);
+    check(&mut violations, "c=1 gateway", &g1);
+    let added = |g: u64, d: u64| format!("{:+.3} ms", (g as f64 - d as f64) / 1000.0);
     md.push_str("| measurement | direct to simulator | through gateway | gateway's share |\n|---|---:|---:|---:|\n");
     md.push_str(&format!(
-        "| (a) latency p50 at c=1, {} requests, ms | {} | {} | +{} ms |\n",
-        z.seq_requests,
-        ms(quantile(&d, 0.5)),
-        ms(quantile(&g, 0.5)),
-        ms(added(0.5))
+        "| (a) latency at c=1, {} s each: p50, ms | {} | {} | {} |\n",
+        z.latency_for.as_secs(),
+        ms(d1.p50_us),
+        ms(g1.p50_us),
+        added(g1.p50_us, d1.p50_us)
     ));
     md.push_str(&format!(
-        "| (a) latency p99 at c=1, ms | {} | {} | +{} ms |\n",
-        ms(quantile(&d, 0.99)),
-        ms(quantile(&g, 0.99)),
-        ms(added(0.99))
+        "| (a) p99, ms | {} | {} | {} |\n",
+        ms(d1.p99_us),
+        ms(g1.p99_us),
+        added(g1.p99_us, d1.p99_us)
     ));
-    if df + gf > 0 {
-        violations.push(format!("load: {} of the sequential requests failed", df + gf));
-    }
+    md.push_str(&format!(
+        "| (a) p99.9, ms | {} | {} | {} |\n",
+        ms(d1.p999_us),
+        ms(g1.p999_us),
+        added(g1.p999_us, d1.p999_us)
+    ));
+    md.push_str(&format!(
+        "| (a) requests at c=1 / gateway CPU per request | {} | {} | {:.0} µs |\n",
+        d1.requests,
+        g1.requests,
+        cpu_per_request(g1cpu, &g1)
+    ));
 
     // (b) throughput at c=32
     eprintln!("== load: throughput at concurrency 32");
-    let (dt, dbad) = throughput(&http, &direct, "sim-1", 32, z.throughput_for).await;
-    let (gt, gbad) = throughput(&http, &via, "nocache", 32, z.throughput_for).await;
+    let d32 = wrk_run(&wrk, &script, load(&direct, "sim-1", 32, z.throughput_for)).await?;
+    let (g32, g32cpu) = wrk_with_cpu(&wrk, &script, load(&via, "nocache", 32, z.throughput_for), pid).await?;
+    check(&mut violations, "c=32 direct", &d32);
+    check(&mut violations, "c=32 gateway", &g32);
     md.push_str(&format!(
-        "| (b) throughput at c=32, non-streamed, tiny answers, req/s ({} s each) | {:.0} | {:.0} | {:.0}% of direct |\n",
+        "| (b) throughput at c=32, non-streamed, tiny answers, req/s ({} s each) | {:.0} | {:.0} | {:.1}% of direct |\n",
         z.throughput_for.as_secs(),
-        dt,
-        gt,
-        if dt > 0.0 { gt / dt * 100.0 } else { 0.0 }
+        d32.rate(),
+        g32.rate(),
+        if d32.rate() > 0.0 { g32.rate() / d32.rate() * 100.0 } else { 0.0 }
     ));
-    if dbad + gbad > 0 {
-        violations.push(format!("load: {} throughput requests failed", dbad + gbad));
-    }
-
-    // (e) cache-hit latency
-    eprintln!("== load: cache-hit latency");
-    sequential(&http, &via, "cached", 20, true).await;
-    let (h, hf) = sequential(&http, &via, "cached", z.seq_requests, true).await;
     md.push_str(&format!(
-        "| (e) cache hit end to end, p50 / p99, ms | – | {} / {} | miss path p50 {} ms |\n\n",
-        ms(quantile(&h, 0.5)),
-        ms(quantile(&h, 0.99)),
-        ms(quantile(&g, 0.5))
+        "| (b) latency at c=32, p50 / p99, ms | {} / {} | {} / {} | |\n",
+        ms(d32.p50_us),
+        ms(d32.p99_us),
+        ms(g32.p50_us),
+        ms(g32.p99_us)
     ));
-    if hf > 0 {
-        violations.push(format!("load: {hf} cache-hit requests failed"));
-    }
+    md.push_str(&format!(
+        "| (b) gateway CPU per request at c=32 (user + system, from /proc) | – | {:.1} µs | |\n",
+        cpu_per_request(g32cpu, &g32)
+    ));
 
-    // sustained fixed arrival rate, cache off then on
-    md.push_str("| fixed arrival rate | sent | ok | failed | p50 ms | p99 ms | gateway RSS and descriptors |\n|---|---:|---:|---:|---:|---:|---|\n");
+    // (e) cache-hit latency: check that the prompt is a hit, then measure
+    let http = client::http();
+    for _ in 0..2 {
+        let _ = http
+            .post(&via)
+            .json(&json!({"model": "cached", "temperature": 0, "messages": [{"role": "user", "content": "the cached question"}]}))
+            .send()
+            .await;
+    }
+    let hit = http
+        .post(&via)
+        .json(&json!({"model": "cached", "temperature": 0, "messages": [{"role": "user", "content": "the cached question"}]}))
+        .send()
+        .await
+        .ok()
+        .and_then(|r| r.headers().get("x-breakwater-cache").map(|v| v.to_str().unwrap_or("").to_string()));
+    if hit.as_deref() != Some("hit") {
+        violations.push(format!("load: the cache-hit run's prompt is not a cache hit ({hit:?})"));
+    }
+    eprintln!("== load: cache-hit latency");
+    let cached = |connections, duration| Load {
+        same_prompt: true,
+        temperature0: true,
+        ..load(&via, "cached", connections, duration)
+    };
+    let (h1, h1cpu) = wrk_with_cpu(&wrk, &script, cached(1, z.latency_for), pid).await?;
+    let (h32, h32cpu) = wrk_with_cpu(&wrk, &script, cached(32, z.throughput_for), pid).await?;
+    check(&mut violations, "cache hits c=1", &h1);
+    check(&mut violations, "cache hits c=32", &h32);
+    md.push_str(&format!(
+        "| (e) cache hit end to end at c=1, p50 / p99, ms | – | {} / {} | {:.0} µs CPU per hit |\n",
+        ms(h1.p50_us),
+        ms(h1.p99_us),
+        cpu_per_request(h1cpu, &h1)
+    ));
+    md.push_str(&format!(
+        "| (e) cache hits at c=32, req/s, p99 ms | – | {:.0}, {} | {:.1} µs CPU per hit |\n",
+        h32.rate(),
+        ms(h32.p99_us),
+        cpu_per_request(h32cpu, &h32)
+    ));
+
+    // (b) sustained rate with a 20 ms upstream
+    eprintln!(
+        "== load: highest sustained rate, {RATE_UPSTREAM_MS} ms upstream, p99 under {RATE_P99_BOUND_MS} ms (direct)"
+    );
+    let direct20 = format!("{}/v1/chat/completions", rate_sim.url());
+    let (dr, drun) = sustained_rate(&wrk, &script, &direct20, "sim-1", z.probe_for).await?;
+    eprintln!("== load: the same through the gateway");
+    let (gr, grun) = sustained_rate(&wrk, &script, &via, "rate", z.probe_for).await?;
+    md.push_str(&format!(
+        "| (b) highest rate served with a {RATE_UPSTREAM_MS} ms upstream and p99 ≤ {RATE_P99_BOUND_MS} ms, req/s ({} s probes; each connection paced to a request per {RATE_CYCLE_MS} ms) | {:.0} (p99 {} ms) | {:.0} (p99 {} ms) | {:.0}% of direct |\n\n",
+        z.probe_for.as_secs(),
+        dr,
+        ms(drun.p99_us),
+        gr,
+        ms(grun.p99_us),
+        if dr > 0.0 { gr / dr * 100.0 } else { 0.0 }
+    ));
+
+    // (d) soak: a fixed arrival rate, cache off then on
+    md.push_str("| fixed arrival rate (paced wrk) | requests | failed | p50 ms | p99 ms | gateway RSS and descriptors |\n|---|---:|---:|---:|---:|---|\n");
     let mut soak = Vec::new();
-    for (label, model, distinct) in [
-        ("cache off", "nocache", 0usize),
-        ("cache on (100 distinct prompts)", "cached", 100),
+    for (label, model, same) in [
+        ("cache off", "nocache", false),
+        ("cache on, one prompt", "cached", true),
     ] {
         eprintln!(
             "== load: {} req/s for {} s, {label}",
             z.rate_per_s,
             z.rate_for.as_secs()
         );
-        let r = fixed_rate(&http, &via, model, z.rate_per_s, z.rate_for, distinct, pid).await;
+        let stop = CancellationToken::new();
+        let sampling = sampler(pid, Duration::from_millis(500), stop.clone());
+        let connections = 64;
+        let r = wrk_run(
+            &wrk,
+            &script,
+            Load {
+                same_prompt: same,
+                temperature0: same,
+                pace_ms: connections as f64 * 1000.0 / z.rate_per_s as f64,
+                ..load(&via, model, connections, z.rate_for)
+            },
+        )
+        .await?;
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        stop.cancel();
+        let samples = sampling.await.unwrap_or_default();
+        check(&mut violations, &format!("soak {label}"), &r);
         md.push_str(&format!(
-            "| {} req/s × {} s, {label} | {} | {} | {} | {} | {} | {} |\n",
+            "| ~{} req/s × {} s, {label} | {} | {} | {} | {} | {} |\n",
             z.rate_per_s,
             z.rate_for.as_secs(),
-            r.sent,
-            r.ok,
-            r.failed,
-            ms(quantile(&r.lat, 0.5)),
-            ms(quantile(&r.lat, 0.99)),
-            growth(&r.samples)
+            r.requests,
+            r.failed(),
+            ms(r.p50_us),
+            ms(r.p99_us),
+            growth(&samples)
         ));
-        if r.failed > 0 {
-            violations.push(format!(
-                "load: {} of {} fixed-rate requests failed ({label})",
-                r.failed, r.sent
-            ));
-        }
-        soak.extend(r.samples);
+        soak.extend(samples);
     }
 
-    // (c) concurrent streams: through the HTTP upstream (a client socket and
-    // an upstream socket each), then through an in-process simulator
-    // provider (a client socket each) to reach the full count under the
-    // hard RLIMIT_NOFILE
+    // (c) concurrent streams: through the HTTP upstream (a client and an
+    // upstream socket each), then through an in-process simulator provider
+    // (a client socket each) to reach the full count under the hard
+    // RLIMIT_NOFILE
     let limit = Duration::from_secs(z.stream_s * 3 + 30);
     md.push_str(&format!(
         "\n| (c) concurrent SSE streams, {} s each, one event a second | HTTP upstream (`breakwater simulate`) | in-process `kind: simulator` provider |\n|---|---:|---:|\n",
@@ -542,12 +682,14 @@ pub async fn run(short: bool) -> Result<(String, Vec<String>), String> {
         ),
         &|_, s| s.stalled.to_string(),
     ));
-    md.push_str(&row("longest gap between events, ms", &|_, s| ms(s.max_gap)));
+    md.push_str(&row("longest gap between events, ms", &|_, s| {
+        ms(s.max_gap.as_micros() as u64)
+    }));
     md.push_str(&row("gateway RSS and descriptors meanwhile", &|_, s| {
         growth(&s.samples)
     }));
 
-    // (d) RSS after the soak, once idle
+    // (d) RSS after the soak and the streams, once idle
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle = procs::sample(pid).unwrap_or_default();
     let soak_growth = match (soak.first(), soak.last()) {
@@ -566,7 +708,30 @@ pub async fn run(short: bool) -> Result<(String, Vec<String>), String> {
         rss0.1
     ));
     drop(gw);
+
+    // (c) RSS with 1,000 streams open, each on a fresh gateway
+    md.push_str("\n| RSS with 1,000 streams open (fresh gateway each) | idle, MiB | all 1,000 open, MiB | per stream, KiB |\n|---|---:|---:|---:|\n");
+    for (label, model) in [
+        ("HTTP/1.1 upstream", "stream"),
+        ("in-process simulator provider", "stream_inproc"),
+    ] {
+        eprintln!("== load: RSS with 1,000 streams ({label})");
+        let (idle, open, s) = rss_with_streams(&bin, &gw_path, model, 1000, &z).await?;
+        if s.stalled > 0 || s.failed > 0 {
+            violations.push(format!(
+                "load: RSS run {label}: {} stalled, {} failed",
+                s.stalled, s.failed
+            ));
+        }
+        md.push_str(&format!(
+            "| {label} | {} | {} | {:.1} |\n",
+            mib(idle),
+            mib(open),
+            open.saturating_sub(idle) as f64 / 1000.0
+        ));
+    }
     drop(tiny_sim);
+    drop(rate_sim);
     drop(slow_sim);
     Ok((md, violations))
 }

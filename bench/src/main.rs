@@ -21,6 +21,7 @@ mod iot;
 mod load;
 mod procs;
 mod report;
+mod wrk;
 
 use std::process::ExitCode;
 use std::time::Instant;

@@ -109,6 +109,20 @@ pub fn sample(pid: u32) -> Option<(u64, u64)> {
     Some((rss, fds))
 }
 
+/// CPU time `pid` has used so far (user + system), from `/proc/PID/stat`.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count from after its ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = if hz > 0 { hz as u64 } else { 100 };
+    Some(Duration::from_secs_f64(ticks as f64 / hz as f64))
+}
+
 /// The `breakwater` binary: `$BREAKWATER_BIN`, else beside this one.
 pub fn breakwater_bin() -> Result<PathBuf, String> {
     if let Ok(p) = std::env::var("BREAKWATER_BIN") {
@@ -152,22 +166,22 @@ impl Drop for Proc {
     }
 }
 
-fn wait_port(port: u16, child: &mut Child, what: &str) -> Result<(), String> {
+async fn wait_port(port: u16, child: &mut Child, what: &str) -> Result<(), String> {
     let give_up = Instant::now() + Duration::from_secs(20);
     while Instant::now() < give_up {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
             return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
             return Err(format!("{what} exited: {status}"));
         }
-        std::thread::sleep(Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Err(format!("{what} did not listen on {port} within 20 s"))
 }
 
 /// `breakwater simulate --config FILE --port P` in the background.
-pub fn spawn_simulator(bin: &Path, config: &Path) -> Result<Proc, String> {
+pub async fn spawn_simulator(bin: &Path, config: &Path) -> Result<Proc, String> {
     let port = breakwater_testkit::free_port();
     let mut child = Command::new(bin)
         .args(["simulate", "--port", &port.to_string(), "--config"])
@@ -177,12 +191,12 @@ pub fn spawn_simulator(bin: &Path, config: &Path) -> Result<Proc, String> {
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("{}: {e}", bin.display()))?;
-    wait_port(port, &mut child, "breakwater simulate")?;
+    wait_port(port, &mut child, "breakwater simulate").await?;
     Ok(Proc { child, port })
 }
 
 /// `breakwater serve --config FILE --listen 127.0.0.1:P` in the background.
-pub fn spawn_gateway(bin: &Path, config: &Path) -> Result<Proc, String> {
+pub async fn spawn_gateway(bin: &Path, config: &Path) -> Result<Proc, String> {
     let port = breakwater_testkit::free_port();
     let mut child = Command::new(bin)
         .args([
@@ -199,6 +213,6 @@ pub fn spawn_gateway(bin: &Path, config: &Path) -> Result<Proc, String> {
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("{}: {e}", bin.display()))?;
-    wait_port(port, &mut child, "breakwater serve")?;
+    wait_port(port, &mut child, "breakwater serve").await?;
     Ok(Proc { child, port })
 }

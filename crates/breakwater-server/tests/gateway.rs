@@ -631,3 +631,73 @@ async fn several_workers_share_the_port_and_each_drains_its_streams() {
         .unwrap();
     assert_eq!(sim.stats().streams_completed, 6);
 }
+
+/// Reads what the server sends until it closes the connection (or 60
+/// paused-clock seconds pass).
+async fn read_until_closed(s: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    match tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut out)).await {
+        Ok(_) => Some(String::from_utf8_lossy(&out).into_owned()),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_loris_client_is_cut_off_and_oversized_headers_are_refused() {
+    use tokio::io::AsyncWriteExt;
+    let sim = SimServer::start(SimulatorConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("breakwater.yaml");
+    // One worker: it runs on this test's runtime, whose paused clock then
+    // jumps to the header-read deadline as soon as everything waits.
+    let text = config_text(&sim, "").replace("  shutdown_grace_s: 20\n", "  shutdown_grace_s: 20\n  workers: 1\n");
+    std::fs::write(&path, text).unwrap();
+    let gw = start_with_file(&path).await;
+
+    // Headers that never end: the connection is closed at the header-read
+    // deadline, without an answer and without holding the slot forever.
+    let started = tokio::time::Instant::now();
+    let mut slow = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    slow.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\nx-trickle: 1")
+        .await
+        .unwrap();
+    let got = read_until_closed(&mut slow)
+        .await
+        .expect("the server closes the connection");
+    let waited = started.elapsed();
+    assert!(!got.contains("200 OK"), "{got}");
+    assert!(
+        waited >= Duration::from_secs(10) && waited < Duration::from_secs(30),
+        "closed after {waited:?}"
+    );
+
+    // A prompt client on another connection is answered meanwhile.
+    let mut ok = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    ok.write_all(b"GET /healthz HTTP/1.1\r\nhost: gw\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let got = read_until_closed(&mut ok).await.expect("an answer");
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+
+    // More than 100 headers: 431, before any route runs.
+    let mut many = String::from("GET /healthz HTTP/1.1\r\nhost: gw\r\n");
+    for i in 0..101 {
+        many.push_str(&format!("x-h{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(many.as_bytes()).await.unwrap();
+    let got = read_until_closed(&mut s).await.expect("an answer");
+    assert!(got.starts_with("HTTP/1.1 431"), "{got}");
+
+    // One header larger than the read buffer may grow to: refused too.
+    let big = format!(
+        "GET /healthz HTTP/1.1\r\nhost: gw\r\nx-big: {}\r\n\r\n",
+        "a".repeat(512 * 1024)
+    );
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let _ = s.write_all(big.as_bytes()).await;
+    let got = read_until_closed(&mut s).await.unwrap_or_default();
+    assert!(!got.contains("200 OK"), "{got}");
+}
