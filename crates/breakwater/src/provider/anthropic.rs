@@ -21,8 +21,8 @@ pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com/v1";
 #[derive(Debug, Clone)]
 pub struct Anthropic {
     http: HttpUpstream,
-    messages_url: reqwest::Url,
-    models_url: reqwest::Url,
+    messages_url: http::Uri,
+    models_url: http::Uri,
 }
 
 impl Anthropic {

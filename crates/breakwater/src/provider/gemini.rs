@@ -31,7 +31,7 @@ impl Gemini {
         })
     }
 
-    fn model_url(&self, model: &str, method: &str) -> Result<String> {
+    fn model_url(&self, model: &str, method: &str) -> Result<http::Uri> {
         // The model is a path segment: refuse anything that could escape it.
         if model.is_empty() || model.contains(['/', '?', '#', '%']) || model.contains("..") {
             return Err(
@@ -39,7 +39,7 @@ impl Gemini {
                     .with_provider(&self.http.name),
             );
         }
-        Ok(self.http.url(&format!("/models/{model}:{method}")))
+        self.http.endpoint(&format!("/models/{model}:{method}"))
     }
 }
 
@@ -69,7 +69,7 @@ impl Provider for Gemini {
         let resp = self
             .http
             .post_json(
-                &url,
+                url,
                 &body,
                 clock.total_at,
                 TimeoutPhase::Total,
@@ -83,11 +83,11 @@ impl Provider for Gemini {
     async fn chat_stream(&self, req: &ChatRequest, opts: &CallOptions) -> Result<ChatStream> {
         let clock = self.http.clock(opts.deadline);
         let body = to_gemini_request(req).map_err(|e| e.with_provider(&self.http.name))?;
-        let url = format!("{}?alt=sse", self.model_url(&req.model, "streamGenerateContent")?);
+        let url = self.model_url(&req.model, "streamGenerateContent?alt=sse")?;
         let until = earliest(clock.first_token_at, clock.total_at);
         let resp = self
             .http
-            .post_json(&url, &body, until, TimeoutPhase::FirstToken, opts.request_id.as_deref())
+            .post_json(url, &body, until, TimeoutPhase::FirstToken, opts.request_id.as_deref())
             .await?;
         let name = self.http.name.clone();
         let mut decoder = StreamDecoder::new(&req.model);
@@ -128,7 +128,7 @@ impl Provider for Gemini {
         let resp = self
             .http
             .post_json(
-                &url,
+                url,
                 &body,
                 clock.total_at,
                 TimeoutPhase::Total,
@@ -146,7 +146,7 @@ impl Provider for Gemini {
         );
         let resp = self
             .http
-            .get(self.http.url("/models"), until, opts.request_id.as_deref())
+            .get(self.http.endpoint("/models")?, until, opts.request_id.as_deref())
             .await?;
         let _: serde_json::Value = self.http.read_json(resp, until).await?;
         Ok(())

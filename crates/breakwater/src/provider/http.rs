@@ -1,19 +1,22 @@
-//! HTTP plumbing shared by the adapters: one pooled client per provider,
+//! HTTP plumbing shared by the adapters: pooled connections per provider
+//! (and per worker),
 //! sending with deadlines, bounded body reads, error classification, and
 //! event streams.
 
+use super::transport::{self, Transport, UpstreamResponse};
 use crate::error::{Error, ErrorKind, Result, TimeoutPhase, TransportCause, classify_http, classify_transport};
 use crate::policy::timeout::{Timeouts, earliest, run_until};
 use crate::secret::Secret;
 use crate::sse::{SseEvent, SseItem, SseStream};
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue, Uri};
+use http_body_util::{BodyDataStream, BodyExt, Full};
+use hyper_util::client::proxy::matcher::Matcher;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 use tokio::time::Instant;
 
 /// The most of an error body we read to classify it.
@@ -76,13 +79,14 @@ pub(crate) fn key_header(settings: &HttpSettings, name: &'static str, prefix: &s
 /// beyond share by their index modulo this.
 const MAX_POOLS: usize = 64;
 
-/// One HTTP client (one connection pool) per worker runtime, see
+/// One transport (one connection pool) per worker runtime, see
 /// [`crate::runtime`]: worker 0's is built with the provider, the others
 /// the first time their worker calls.
 struct Pools {
-    first: reqwest::Client,
-    more: [OnceLock<reqwest::Client>; MAX_POOLS - 1],
-    connect_timeout: Duration,
+    first: Transport,
+    more: [OnceLock<Transport>; MAX_POOLS - 1],
+    base: Uri,
+    settings: transport::Settings,
 }
 
 impl std::fmt::Debug for Pools {
@@ -93,25 +97,18 @@ impl std::fmt::Debug for Pools {
 }
 
 impl Pools {
-    fn build(connect_timeout: Duration) -> std::result::Result<reqwest::Client, reqwest::Error> {
-        reqwest::Client::builder()
-            .connect_timeout(connect_timeout)
-            .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .http2_adaptive_window(true)
-            .user_agent(concat!("breakwater/", env!("CARGO_PKG_VERSION")))
-            .build()
+    fn build(base: &Uri, settings: transport::Settings) -> std::result::Result<Transport, transport::TransportError> {
+        Transport::new(base, settings, &Matcher::from_env())
     }
 
-    /// The current worker's client.
-    fn client(&self) -> &reqwest::Client {
+    /// The current worker's transport.
+    fn transport(&self) -> &Transport {
         match crate::runtime::worker() % MAX_POOLS {
             0 => &self.first,
-            // The settings built `first` already, so building again cannot
-            // fail for them; if it somehow did, share `first`.
+            // The same settings built `first`, so building again cannot fail
+            // for them; if it somehow did, share `first`.
             w => self.more[w - 1]
-                .get_or_init(|| Self::build(self.connect_timeout).unwrap_or_else(|_| self.first.clone())),
+                .get_or_init(|| Self::build(&self.base, self.settings).unwrap_or_else(|_| self.first.clone())),
         }
     }
 }
@@ -146,17 +143,34 @@ impl HttpUpstream {
                 .map_err(|_| Error::invalid_param(format!("headers.{k}"), "header value has invalid characters"))?;
             headers.insert(name, value);
         }
-        let connect_timeout = s.timeouts.connect();
-        let first = Pools::build(connect_timeout)
-            .map_err(|e| Error::new(ErrorKind::InvalidRequest, format!("cannot build HTTP client: {e}")))?;
+        if !headers.contains_key(http::header::USER_AGENT) {
+            headers.insert(
+                http::header::USER_AGENT,
+                HeaderValue::from_static(concat!("breakwater/", env!("CARGO_PKG_VERSION"))),
+            );
+        }
+        let base_url = s.base_url.trim_end_matches('/').to_string();
+        let base = parse_uri(&base_url)?;
+        if !matches!(base.scheme_str(), Some("http" | "https")) || base.host().is_none() {
+            return Err(Error::invalid_param(
+                "base_url",
+                format!("`{base_url}` is not an http:// or https:// URL"),
+            ));
+        }
+        let settings = transport::Settings {
+            connect_timeout: s.timeouts.connect(),
+        };
+        let first = Pools::build(&base, settings)
+            .map_err(|e| Error::new(ErrorKind::InvalidRequest, format!("cannot reach {base_url}: {}", e.0)))?;
         Ok(HttpUpstream {
             name,
             pools: Arc::new(Pools {
                 first,
                 more: std::array::from_fn(|_| OnceLock::new()),
-                connect_timeout,
+                base,
+                settings,
             }),
-            base_url: s.base_url.trim_end_matches('/').to_string(),
+            base_url,
             headers,
             timeouts: s.timeouts,
             max_response_bytes: s.max_response_bytes,
@@ -171,13 +185,10 @@ impl HttpUpstream {
         u
     }
 
-    /// `base_url` + `path`, parsed once (when the provider is built) so
-    /// that requests only clone it: parsing a URL on every request cost
-    /// more than the rest of building the request.
-    pub fn endpoint(&self, path: &str) -> Result<reqwest::Url> {
-        let url = self.url(path);
-        reqwest::Url::parse(&url)
-            .map_err(|e| Error::invalid_param("base_url", format!("`{url}` is not a valid URL: {e}")))
+    /// `base_url` + `path` as a URI: made once per endpoint when the
+    /// provider is built, so requests only clone it.
+    pub fn endpoint(&self, path: &str) -> Result<Uri> {
+        parse_uri(&self.url(path))
     }
 
     /// The clocks of a call starting now.
@@ -193,21 +204,39 @@ impl HttpUpstream {
         e.with_provider(&self.name)
     }
 
-    /// Sends a request and waits for a successful response's headers until
+    /// Sends a request and waits for a successful response's head until
     /// `until`. A non-success status becomes a classified error.
-    pub async fn send(
+    async fn send(
         &self,
-        builder: reqwest::RequestBuilder,
+        method: http::Method,
+        uri: Uri,
+        body: Bytes,
         until: Option<Instant>,
         phase: TimeoutPhase,
         request_id: Option<&str>,
-    ) -> Result<reqwest::Response> {
-        let mut builder = builder.headers(self.headers.clone());
-        if let Some(id) = request_id {
-            builder = builder.header("x-request-id", id);
+    ) -> Result<UpstreamResponse> {
+        let mut req = http::Request::new(Full::new(body));
+        *req.method_mut() = method;
+        *req.uri_mut() = uri;
+        let h = req.headers_mut();
+        h.reserve(self.headers.len() + 2);
+        for (k, v) in &self.headers {
+            h.insert(k, v.clone());
+        }
+        if *req.method() == http::Method::POST {
+            req.headers_mut()
+                .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(id).ok()) {
+            req.headers_mut().insert(X_REQUEST_ID, id);
         }
         let fut = async {
-            let resp = builder.send().await.map_err(|e| classify_transport(&e, phase))?;
+            let resp = self
+                .pools
+                .transport()
+                .request(req)
+                .await
+                .map_err(|e| classify_transport(&e, phase))?;
             let status = resp.status();
             if status.is_success() {
                 return Ok(resp);
@@ -223,40 +252,37 @@ impl HttpUpstream {
     /// POSTs JSON.
     pub async fn post_json(
         &self,
-        url: impl reqwest::IntoUrl,
+        uri: Uri,
         body: &impl Serialize,
         until: Option<Instant>,
         phase: TimeoutPhase,
         request_id: Option<&str>,
-    ) -> Result<reqwest::Response> {
+    ) -> Result<UpstreamResponse> {
         let bytes = serde_json::to_vec(body).map_err(|e| {
             self.tag(Error::new(
                 ErrorKind::InvalidRequest,
                 format!("cannot encode request: {e}"),
             ))
         })?;
-        let b = self
-            .pools
-            .client()
-            .post(url)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(bytes);
-        self.send(b, until, phase, request_id).await
-    }
-
-    /// GETs a URL.
-    pub async fn get(
-        &self,
-        url: impl reqwest::IntoUrl,
-        until: Option<Instant>,
-        request_id: Option<&str>,
-    ) -> Result<reqwest::Response> {
-        self.send(self.pools.client().get(url), until, TimeoutPhase::Total, request_id)
+        self.send(http::Method::POST, uri, Bytes::from(bytes), until, phase, request_id)
             .await
     }
 
+    /// GETs a URI.
+    pub async fn get(&self, uri: Uri, until: Option<Instant>, request_id: Option<&str>) -> Result<UpstreamResponse> {
+        self.send(
+            http::Method::GET,
+            uri,
+            Bytes::new(),
+            until,
+            TimeoutPhase::Total,
+            request_id,
+        )
+        .await
+    }
+
     /// Reads a whole JSON body (bounded) until `until`.
-    pub async fn read_json<T: DeserializeOwned>(&self, resp: reqwest::Response, until: Option<Instant>) -> Result<T> {
+    pub async fn read_json<T: DeserializeOwned>(&self, resp: UpstreamResponse, until: Option<Instant>) -> Result<T> {
         let limit = self.max_response_bytes;
         let body = run_until(until, TimeoutPhase::Total, async move {
             read_limited(resp, limit, false).await
@@ -267,17 +293,34 @@ impl HttpUpstream {
     }
 
     /// The response's events, with transport and parse failures classified.
-    pub fn events(&self, resp: reqwest::Response) -> impl Stream<Item = Result<SseEvent>> + Send + 'static {
+    pub fn events(&self, resp: UpstreamResponse) -> impl Stream<Item = Result<SseEvent>> + Send + 'static {
         let name = self.name.clone();
         let parser = crate::sse::SseParser::with_max_event_bytes(self.max_response_bytes);
-        SseStream::with_parser(resp.bytes_stream(), parser).map(move |item| match item {
+        let bytes = BodyDataStream::new(resp.into_body());
+        SseStream::with_parser(bytes, parser).map(move |item| match item {
             SseItem::Event(e) => Ok(e),
             SseItem::Invalid(e) => {
                 Err(Error::new(ErrorKind::UpstreamUnparseable, format!("bad event stream: {e}")).with_provider(&name))
             }
-            SseItem::Transport(e) => Err(classify_transport(&e, TimeoutPhase::Idle).with_provider(&name)),
+            SseItem::Transport(e) => Err(body_error(&e).with_provider(&name)),
         })
     }
+}
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+fn parse_uri(url: &str) -> Result<Uri> {
+    url.parse::<Uri>()
+        .map_err(|e| Error::invalid_param("base_url", format!("`{url}` is not a valid URL: {e}")))
+}
+
+/// A failure reading an answer's body: the connection broke mid-answer.
+fn body_error(e: &hyper::Error) -> Error {
+    let mut err = classify_transport(e, TimeoutPhase::Idle);
+    if err.kind == ErrorKind::Network && err.cause == Some(TransportCause::Other) {
+        err.cause = Some(TransportCause::ConnectionReset);
+    }
+    err
 }
 
 /// Parses a JSON body; an `{"error": …}` body with a 200 (some compatible
@@ -297,35 +340,49 @@ pub(crate) fn parse_json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
 }
 
 /// Reads a body up to `limit` bytes. Over the limit it is an error, unless
-/// `truncate` (for error bodies, where the start is enough).
-async fn read_limited(mut resp: reqwest::Response, limit: usize, truncate: bool) -> Result<Bytes> {
+/// `truncate` (for error bodies, where the start is enough). An answer that
+/// comes in one piece (the usual case) is kept as it is, without copying.
+async fn read_limited(resp: UpstreamResponse, limit: usize, truncate: bool) -> Result<Bytes> {
+    let mut body = resp.into_body();
+    let mut first: Option<Bytes> = None;
     let mut buf = BytesMut::new();
     loop {
-        match resp.chunk().await {
-            Ok(Some(c)) => {
-                if buf.len() + c.len() > limit {
-                    if truncate {
-                        let room = limit - buf.len();
-                        buf.extend_from_slice(&c[..room]);
-                        return Ok(buf.freeze());
-                    }
-                    return Err(Error::new(
-                        ErrorKind::UpstreamUnparseable,
-                        format!("the upstream's answer is larger than {limit} bytes"),
-                    ));
-                }
-                buf.extend_from_slice(&c);
-            }
-            Ok(None) => return Ok(buf.freeze()),
-            Err(e) => {
-                let mut err = classify_transport(&e, TimeoutPhase::Total);
-                if err.kind == ErrorKind::Network && err.cause == Some(TransportCause::Other) {
-                    err.cause = Some(TransportCause::ConnectionReset);
+        let frame = match body.frame().await {
+            None => break,
+            Some(Ok(f)) => f,
+            Some(Err(e)) => {
+                let mut err = body_error(&e);
+                if err.kind == ErrorKind::Timeout {
+                    err.phase = Some(TimeoutPhase::Total);
                 }
                 return Err(err);
             }
+        };
+        let Ok(c) = frame.into_data() else { continue };
+        let have = first.as_ref().map_or(0, Bytes::len) + buf.len();
+        if have + c.len() > limit {
+            if truncate {
+                if let Some(f) = first.take() {
+                    buf.extend_from_slice(&f);
+                }
+                buf.extend_from_slice(&c[..limit - have]);
+                return Ok(buf.freeze());
+            }
+            return Err(Error::new(
+                ErrorKind::UpstreamUnparseable,
+                format!("the upstream's answer is larger than {limit} bytes"),
+            ));
+        }
+        match first.take() {
+            None if buf.is_empty() => first = Some(c),
+            Some(f) => {
+                buf.extend_from_slice(&f);
+                buf.extend_from_slice(&c);
+            }
+            None => buf.extend_from_slice(&c),
         }
     }
+    Ok(first.unwrap_or_else(|| buf.freeze()))
 }
 
 #[cfg(test)]
@@ -340,15 +397,15 @@ mod tests {
             HeaderMap::new(),
         )
         .expect("an upstream");
-        let first: *const reqwest::Client = up.pools.client();
+        let first: *const Transport = up.pools.transport();
         assert!(std::ptr::eq(first, &up.pools.first));
         let pools = up.pools.clone();
         let (one, one_again, wrapped) = std::thread::spawn(move || {
             crate::runtime::set_worker(1);
-            let one: *const reqwest::Client = pools.client();
-            let one_again: *const reqwest::Client = pools.client();
+            let one: *const Transport = pools.transport();
+            let one_again: *const Transport = pools.transport();
             crate::runtime::set_worker(MAX_POOLS);
-            let wrapped: *const reqwest::Client = pools.client();
+            let wrapped: *const Transport = pools.transport();
             (one as usize, one_again as usize, wrapped as usize)
         })
         .join()

@@ -8,6 +8,7 @@ pub mod gemini;
 mod http;
 pub mod openai;
 pub mod simulator;
+mod transport;
 
 pub use http::HttpSettings;
 

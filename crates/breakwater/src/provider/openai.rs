@@ -15,9 +15,9 @@ use std::sync::Arc;
 pub struct OpenAi {
     http: HttpUpstream,
     caps: Capabilities,
-    chat_url: reqwest::Url,
-    embeddings_url: reqwest::Url,
-    models_url: reqwest::Url,
+    chat_url: http::Uri,
+    embeddings_url: http::Uri,
+    models_url: http::Uri,
 }
 
 impl OpenAi {
