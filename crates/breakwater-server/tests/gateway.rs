@@ -74,6 +74,19 @@ fn http() -> reqwest::Client {
         .unwrap()
 }
 
+/// `GET /admin/stats` with the admin key.
+async fn admin_stats(gw: &Running) -> Value {
+    http()
+        .get(format!("{}/admin/stats", gw.url()))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("GET /admin/stats")
+        .json()
+        .await
+        .expect("/admin/stats is JSON")
+}
+
 async fn error_of(resp: reqwest::Response) -> (u16, Value) {
     let status = resp.status().as_u16();
     let body: Value = resp.json().await.expect("errors are JSON");
@@ -298,15 +311,7 @@ async fn admin_routes_need_the_admin_key() {
             .unwrap();
         assert_eq!(resp.status(), 401, "{path}: a tenant key is not the admin key");
     }
-    let stats: Value = http()
-        .get(format!("{}/admin/stats", gw.url()))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = admin_stats(&gw).await;
     assert!(stats["targets"].is_array(), "{stats}");
     let metrics = http()
         .get(format!("{}/metrics", gw.url()))
@@ -353,7 +358,7 @@ async fn reload_swaps_the_config_and_a_bad_one_is_refused() {
         latency_ms: 300,
         ..SimulatorConfig::default()
     };
-    let (_sim, gw, dir) = setup(sim_cfg).await;
+    let (sim, gw, dir) = setup(sim_cfg).await;
     let sim2 = SimServer::start(SimulatorConfig::default()).await.unwrap();
     let path = dir.path().join("breakwater.yaml");
     let url = format!("{}/v1/chat/completions", gw.url());
@@ -375,6 +380,9 @@ async fn reload_swaps_the_config_and_a_bad_one_is_refused() {
                 .unwrap()
         }
     });
+    // Really in flight (at the old upstream, inside its 300 ms) before the
+    // reload: otherwise the request may reach the gateway after the swap.
+    eventually("the request reached the old upstream", || sim.stats().requests == 1).await;
     let extra = "  newer:\n    targets:\n      - { provider: sim2, model: sim-2 }\n";
     let text = config_text(&sim2, extra).replace("  sim:\n", "  sim2:\n").replace(
         "      - { provider: sim, model: sim-1 }",
@@ -393,6 +401,11 @@ async fn reload_swaps_the_config_and_a_bad_one_is_refused() {
     let resp = http().post(&url).bearer_auth(KEY).json(&newer).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(sim2.stats().requests, 1);
+    assert_eq!(
+        sim.stats().requests,
+        1,
+        "the old upstream served only the request in flight"
+    );
 
     // A broken config is refused with the reason, and the running one stays.
     std::fs::write(&path, "server: {listen: 12\nmodels: [").unwrap();
@@ -599,15 +612,7 @@ async fn several_workers_share_the_port_and_each_drains_its_streams() {
         per_worker.iter().filter(|n| **n > 0).count() >= 2,
         "24 connections all went to one worker: {per_worker:?}"
     );
-    let stats: Value = http()
-        .get(format!("{}/admin/stats", gw.url()))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = admin_stats(&gw).await;
     assert_eq!(stats["workers"]["count"], 3, "{}", stats["workers"]);
 
     // Streams open on several workers; a shutdown drains every one of them.
