@@ -22,6 +22,7 @@ pub mod embed_batch;
 pub mod errors;
 pub mod iot;
 pub mod live;
+pub mod memory;
 pub mod metrics;
 pub mod routes;
 pub mod serve;
