@@ -33,6 +33,29 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
+/// How often recorded histogram samples are folded into their buckets.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Folds the histogram samples recorded since the last round into their
+/// buckets every [`UPKEEP_EVERY`], until `stop`. Why: the recorder keeps
+/// every sample in a growing list until upkeep runs, and it runs on its own
+/// only at a scrape, so a gateway nobody scrapes would grow by every
+/// latency it records (several samples per request, without bound). The
+/// fold runs on a blocking thread so that a worker never waits for it.
+pub async fn upkeep_until(stop: tokio_util::sync::CancellationToken) {
+    let Some(h) = handle() else { return };
+    let mut every = tokio::time::interval(UPKEEP_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    every.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let _ = tokio::task::spawn_blocking(move || h.run_upkeep()).await;
+    }
+}
+
 /// Records one finished request.
 pub fn request(route: &'static str, model: &str, status: u16, meta: Option<&CallMeta>, latency: Duration) {
     let cache = meta.map_or("none", |m| m.cache.as_str());
@@ -179,10 +202,8 @@ pub fn render(gw: &crate::state::Gateway) -> String {
     gauge!("breakwater_retry_budget_allowed").set(st.retry_budget.allowed as f64);
     counter!("breakwater_retry_budget_refused_total").absolute(st.retry_budget.refused_total);
     match handle {
-        Some(h) => {
-            h.run_upkeep();
-            h.render()
-        }
+        // render folds the pending histogram samples itself
+        Some(h) => h.render(),
         None => "# metrics recorder unavailable (another recorder is installed)\n".to_string(),
     }
 }
