@@ -706,3 +706,31 @@ async fn a_slow_loris_client_is_cut_off_and_oversized_headers_are_refused() {
     let got = read_until_closed(&mut s).await.unwrap_or_default();
     assert!(!got.contains("200 OK"), "{got}");
 }
+
+#[tokio::test]
+async fn http1_and_http2_cleartext_are_both_served() {
+    let (_sim, gw, _dir) = setup(SimulatorConfig::instant()).await;
+    let url = format!("{}/v1/chat/completions", gw.url());
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    for (client, version) in [(http(), reqwest::Version::HTTP_11), (h2, reqwest::Version::HTTP_2)] {
+        let resp = client
+            .post(&url)
+            .bearer_auth(KEY)
+            .json(&chat(&format!("over {version:?}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.version(), version);
+        assert_eq!(resp.status(), 200, "{version:?}");
+        let body: Value = resp.json().await.unwrap();
+        assert!(body["choices"][0]["message"]["content"].is_string(), "{body}");
+        // an error answer too, so the version is not only good for 200s
+        let resp = client.post(&url).json(&chat("no key")).send().await.unwrap();
+        assert_eq!(resp.version(), version);
+        assert_eq!(resp.status(), 401, "{version:?}");
+    }
+}
