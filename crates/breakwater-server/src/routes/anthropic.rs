@@ -1,7 +1,7 @@
 //! `POST /v1/messages`: the Anthropic Messages API in front of the
 //! canonical client, streaming events included.
 
-use super::common::{Peer, parse_json};
+use super::common::Peer;
 use super::openai::{Finish, event_of, start};
 use crate::controls::meta_headers;
 use crate::errors::{ApiError, Flavor, status_of};
@@ -25,12 +25,13 @@ pub async fn messages(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let s = match start(&app, &headers, body, Flavor::Anthropic).await {
+    let mut s = match start(&app, &headers, body, Flavor::Anthropic).await {
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
+    let parsed = s.take_json();
     let refuse = |e: Error| s.refuse(&app, "messages", Flavor::Anthropic, e, HeaderMap::new());
-    let areq: MessagesRequest = match parse_json(&s.body) {
+    let areq: MessagesRequest = match parsed {
         Ok(r) => r,
         Err(e) => return refuse(e),
     };
@@ -46,6 +47,7 @@ pub async fn messages(
         Ok(x) => x,
         Err(r) => return r,
     };
+    drop(headers); // see Start::take_json
     let alias = req.model.clone();
     if !stream {
         req.stream = None;

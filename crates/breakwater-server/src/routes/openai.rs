@@ -90,6 +90,17 @@ pub(crate) async fn start(app: &AppState, headers: &HeaderMap, body: Body, flavo
 }
 
 impl Start {
+    /// Parses the body as JSON and lets it go. The body (like the request's
+    /// headers) is a slice of the connection's read buffer in hyper, and
+    /// while any slice of it lives, hyper's next read cannot reuse that
+    /// buffer and reserves another 8 KiB for the connection. Handlers also
+    /// drop their `HeaderMap` before the upstream call, for the same reason
+    /// (measured: 8 KiB less per held stream).
+    pub(crate) fn take_json<T: serde::de::DeserializeOwned>(&mut self) -> Result<T, Error> {
+        let body = std::mem::take(&mut self.body);
+        parse_json(&body)
+    }
+
     /// The answer to a request refused before any call, counted in the
     /// metrics and live statistics like every other.
     pub(crate) fn refuse(
@@ -148,11 +159,11 @@ pub async fn chat_completions(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let s = match start(&app, &headers, body, Flavor::OpenAi).await {
+    let mut s = match start(&app, &headers, body, Flavor::OpenAi).await {
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
-    let req: ChatRequest = match parse_json(&s.body) {
+    let req: ChatRequest = match s.take_json() {
         Ok(r) => r,
         Err(e) => return s.refuse(&app, "chat", Flavor::OpenAi, e, HeaderMap::new()),
     };
@@ -160,6 +171,7 @@ pub async fn chat_completions(
         Ok(x) => x,
         Err(r) => return r,
     };
+    drop(headers); // see Start::take_json
     let alias = req.model.clone();
     if req.is_stream() {
         return stream_chat(app, s, req, opts, hold, alias).await;
@@ -368,10 +380,11 @@ pub async fn embeddings(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let s = match start(&app, &headers, body, Flavor::OpenAi).await {
+    let mut s = match start(&app, &headers, body, Flavor::OpenAi).await {
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
+    let parsed = s.take_json();
     let fail = |e: Error, h: HeaderMap| {
         let status = status_of(&e);
         crate::metrics::request("embeddings", "unknown", status.as_u16(), None, s.t0.elapsed());
@@ -379,7 +392,7 @@ pub async fn embeddings(
             .with_headers(h)
             .into_response()
     };
-    let mut req: EmbeddingRequest = match parse_json(&s.body) {
+    let mut req: EmbeddingRequest = match parsed {
         Ok(r) => r,
         Err(e) => return fail(e, HeaderMap::new()),
     };
@@ -390,6 +403,7 @@ pub async fn embeddings(
         Ok(k) => k,
         Err(e) => return fail(e, HeaderMap::new()),
     };
+    drop(headers); // see Start::take_json
     let tokens: u64 = req
         .input
         .texts()

@@ -105,6 +105,9 @@ fn tls<C>(inner: C) -> Result<HttpsConnector<C>, TransportError> {
         .wrap_connector(inner))
 }
 
+/// The read buffer of each HTTP/1 upstream connection, bytes.
+const UPSTREAM_READ_BUF: usize = 4096;
+
 fn pool<C>(connector: C) -> Client<C, Body>
 where
     C: Service<Uri> + Clone + Send + Sync + 'static,
@@ -117,6 +120,10 @@ where
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(256)
+        // HTTP/1 reads of 4 KiB instead of hyper's adaptive 8 KiB and up:
+        // an upstream's head and a streamed event fit many times over, and
+        // each held stream's connection keeps its read buffer for its life.
+        .http1_read_buf_exact_size(UPSTREAM_READ_BUF)
         .http2_adaptive_window(true)
         .build(connector)
 }
