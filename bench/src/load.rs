@@ -254,6 +254,38 @@ async fn rss_with_streams(
     Ok((idle, run.rss_all_open_kb, run))
 }
 
+/// (c) RSS with 1,000 streams open, each on a fresh gateway: through the
+/// HTTP upstream, then through an in-process simulator provider.
+async fn rss_section(
+    bin: &Path,
+    gw_path: &Path,
+    z: &Sizes,
+    md: &mut String,
+    violations: &mut Vec<String>,
+) -> Result<(), String> {
+    md.push_str("\n| RSS with 1,000 streams open (fresh gateway each) | idle, MiB | all 1,000 open, MiB | per stream, KiB |\n|---|---:|---:|---:|\n");
+    for (label, model) in [
+        ("HTTP/1.1 upstream", "stream"),
+        ("in-process simulator provider", "stream_inproc"),
+    ] {
+        eprintln!("== load: RSS with 1,000 streams ({label})");
+        let (idle, open, s) = rss_with_streams(bin, gw_path, model, 1000, z).await?;
+        if s.stalled > 0 || s.failed > 0 {
+            violations.push(format!(
+                "load: RSS run {label}: {} stalled, {} failed",
+                s.stalled, s.failed
+            ));
+        }
+        md.push_str(&format!(
+            "| {label} | {} | {} | {:.1} |\n",
+            mib(idle),
+            mib(open),
+            open.saturating_sub(idle) as f64 / 1000.0
+        ));
+    }
+    Ok(())
+}
+
 /// How the held streams went.
 struct StreamRun {
     opened: u64,
@@ -387,7 +419,7 @@ fn write_json(dir: &std::path::Path, name: &str, v: &impl serde::Serialize) -> R
 
 /// Runs every load measurement; returns the markdown and the invariant
 /// failures.
-pub async fn run(short: bool) -> Result<(String, Vec<String>), String> {
+pub async fn run(short: bool, rss_only: bool) -> Result<(String, Vec<String>), String> {
     let z = Sizes::new(short);
     let bin = procs::breakwater_bin()?;
     let wrk = wrk::find()?;
@@ -435,6 +467,11 @@ pub async fn run(short: bool) -> Result<(String, Vec<String>), String> {
         "logging": {"level": "error"},
     });
     let gw_path = write_json(dir.path(), "gateway.json", &gw_cfg)?;
+    if rss_only {
+        let (mut md, mut violations) = (String::new(), Vec::new());
+        rss_section(&bin, &gw_path, &z, &mut md, &mut violations).await?;
+        return Ok((md, violations));
+    }
     let gw = procs::spawn_gateway(&bin, &gw_path).await?;
     let pid = gw.pid();
     let direct = format!("{}/v1/chat/completions", tiny_sim.url());
@@ -709,27 +746,7 @@ pub async fn run(short: bool) -> Result<(String, Vec<String>), String> {
     ));
     drop(gw);
 
-    // (c) RSS with 1,000 streams open, each on a fresh gateway
-    md.push_str("\n| RSS with 1,000 streams open (fresh gateway each) | idle, MiB | all 1,000 open, MiB | per stream, KiB |\n|---|---:|---:|---:|\n");
-    for (label, model) in [
-        ("HTTP/1.1 upstream", "stream"),
-        ("in-process simulator provider", "stream_inproc"),
-    ] {
-        eprintln!("== load: RSS with 1,000 streams ({label})");
-        let (idle, open, s) = rss_with_streams(&bin, &gw_path, model, 1000, &z).await?;
-        if s.stalled > 0 || s.failed > 0 {
-            violations.push(format!(
-                "load: RSS run {label}: {} stalled, {} failed",
-                s.stalled, s.failed
-            ));
-        }
-        md.push_str(&format!(
-            "| {label} | {} | {} | {:.1} |\n",
-            mib(idle),
-            mib(open),
-            open.saturating_sub(idle) as f64 / 1000.0
-        ));
-    }
+    rss_section(&bin, &gw_path, &z, &mut md, &mut violations).await?;
     drop(tiny_sim);
     drop(rate_sim);
     drop(slow_sim);

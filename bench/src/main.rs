@@ -6,6 +6,7 @@
 //! chaos --scenario NAME      one scenario (repeatable)
 //! chaos --load               the load runs (gateway as a child process of the
 //!                            release `breakwater` binary) instead of chaos
+//! chaos --rss-only           only the load run's RSS with 1,000 streams
 //! chaos --all                chaos, then load
 //! chaos --out FILE           also write the markdown to FILE
 //! ```
@@ -30,6 +31,7 @@ struct Args {
     short: bool,
     chaos: bool,
     load: bool,
+    rss_only: bool,
     scenarios: Vec<String>,
     out: Option<String>,
 }
@@ -39,6 +41,7 @@ fn parse_args() -> Result<Args, String> {
         short: false,
         chaos: true,
         load: false,
+        rss_only: false,
         scenarios: Vec::new(),
         out: None,
     };
@@ -50,6 +53,11 @@ fn parse_args() -> Result<Args, String> {
                 a.load = true;
                 a.chaos = false;
             }
+            "--rss-only" => {
+                a.load = true;
+                a.rss_only = true;
+                a.chaos = false;
+            }
             "--all" => {
                 a.load = true;
                 a.chaos = true;
@@ -58,7 +66,7 @@ fn parse_args() -> Result<Args, String> {
             "--out" => a.out = Some(it.next().ok_or("--out needs a file")?),
             "-h" | "--help" => {
                 println!(
-                    "usage: chaos [--short] [--load | --all] [--scenario NAME]... [--out FILE]\nscenarios: {}",
+                    "usage: chaos [--short] [--load | --rss-only | --all] [--scenario NAME]... [--out FILE]\nscenarios: {}",
                     chaos::SCENARIOS.join(", ")
                 );
                 std::process::exit(0);
@@ -149,7 +157,7 @@ async fn run(args: Args) -> ExitCode {
         md.push('\n');
     }
     if args.load {
-        match load::run(args.short).await {
+        match load::run(args.short, args.rss_only).await {
             Ok((text, v)) => {
                 md.push_str(&text);
                 violations.extend(v);
