@@ -52,6 +52,11 @@ pub async fn trim_until(stop: CancellationToken) {
             _ = every.tick() => {}
         }
         let done = tokio::task::spawn_blocking(|| {
+            // Reading the RSS is cheap; asking malloc walks (and locks) every
+            // arena, so it is done only when a trim could pay.
+            if resident()? < 2 * MIN_SLACK {
+                return None;
+            }
             let before = usage()?;
             if !worth_trimming(before) {
                 return None;
@@ -98,13 +103,19 @@ pub fn trim() {
     }
 }
 
+/// Resident bytes (not known here).
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn resident() -> Option<u64> {
+    None
+}
+
 /// Returns free memory in every arena to the system (nothing to do here).
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub fn trim() {}
 
 /// Resident bytes, from `/proc/self/statm` (its second field, in pages).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn resident() -> Option<u64> {
+pub fn resident() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     // SAFETY: sysconf has no preconditions.
