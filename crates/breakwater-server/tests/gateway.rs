@@ -732,5 +732,14 @@ async fn http1_and_http2_cleartext_are_both_served() {
         let resp = client.post(&url).json(&chat("no key")).send().await.unwrap();
         assert_eq!(resp.version(), version);
         assert_eq!(resp.status(), 401, "{version:?}");
+        // and a stream, to its end
+        let mut body = chat(&format!("stream over {version:?}"));
+        body["stream"] = json!(true);
+        let resp = client.post(&url).bearer_auth(KEY).json(&body).send().await.unwrap();
+        assert_eq!(resp.version(), version);
+        assert_eq!(resp.status(), 200, "{version:?}");
+        let text = resp.text().await.unwrap();
+        assert!(text.contains("\"delta\""), "{version:?}: {text}");
+        assert!(text.trim_end().ends_with("data: [DONE]"), "{version:?}: {text}");
     }
 }
