@@ -131,7 +131,11 @@ pub async fn admit(key: Option<&Arc<KeyEntry>>, tokens: u64, cost: Spend) -> Res
         ..Default::default()
     };
     if !key.limits.is_unlimited() {
-        match key.limits.try_acquire(&key.name, tokens).await {
+        // Boxed here and below: a limiter or budget call (Redis-backed
+        // ones especially) is large, and inline it would sit in every
+        // handler's future whether the key has limits or not
+        // (routes/future_sizes.rs).
+        match Box::pin(key.limits.try_acquire(&key.name, tokens)).await {
             Ok(r) => {
                 if let Some(d) = r.requests() {
                     ratelimit_headers(&mut hold.headers, "requests", d.decision());
@@ -158,12 +162,12 @@ pub async fn admit(key: Option<&Arc<KeyEntry>>, tokens: u64, cost: Spend) -> Res
         }
     }
     if let Some(s) = &key.spend {
-        match s.reserve(&key.name, cost).await {
+        match Box::pin(s.reserve(&key.name, cost)).await {
             Ok(r) => hold.spend = Some(r),
             Err(e) => {
                 crate::metrics::limiter("budget", &key.name, false);
                 let h = std::mem::take(&mut hold.headers);
-                hold.settle(None, 0.0).await;
+                Box::pin(hold.settle(None, 0.0)).await;
                 return Err((e, h));
             }
         }
@@ -177,14 +181,14 @@ impl Hold {
         let Some(key) = self.key.take() else { return };
         let tokens = usage.map_or(0, |u| u64::from(u.total_tokens));
         if let Some(r) = self.limits.take() {
-            key.limits.settle(&key.name, r, tokens).await;
+            Box::pin(key.limits.settle(&key.name, r, tokens)).await;
         }
         if let (Some(s), Some(r)) = (&key.spend, self.spend.take()) {
             let actual = Spend {
                 tokens,
                 nano_usd: (cost_usd * 1e9).round() as u64,
             };
-            s.settle(&key.name, r, actual).await;
+            Box::pin(s.settle(&key.name, r, actual)).await;
         }
     }
 

@@ -5,6 +5,9 @@ pub mod anthropic;
 pub mod common;
 pub mod openai;
 
+#[cfg(test)]
+mod future_sizes;
+
 pub(crate) use openai::hold_settle as openai_settle;
 
 use crate::dashboard;

@@ -174,7 +174,8 @@ pub async fn chat_completions(
     drop(headers); // see Start::take_json
     let alias = req.model.clone();
     if req.is_stream() {
-        return stream_chat(app, s, req, opts, hold, alias).await;
+        // boxed: only streams need its space (routes/future_sizes.rs)
+        return Box::pin(stream_chat(app, s, req, opts, hold, alias)).await;
     }
     match s.gw.client.chat(req, opts).await {
         Ok(out) => {
@@ -425,7 +426,8 @@ pub async fn embeddings(
         request_id: Some(s.request_id.clone()),
         ..Default::default()
     };
-    match s.gw.embeddings.embed(req, opts).await {
+    // boxed: the micro-batcher's future is large (routes/future_sizes.rs)
+    match Box::pin(s.gw.embeddings.embed(req, opts)).await {
         Ok((mut resp, meta)) => {
             let latency = s.t0.elapsed();
             let limits = hold.headers.clone();
