@@ -24,6 +24,7 @@ pub mod iot;
 pub mod live;
 pub mod memory;
 pub mod metrics;
+pub mod periodic;
 pub mod routes;
 pub mod serve;
 pub mod state;

@@ -41,31 +41,12 @@ pub fn worth_trimming(u: Usage) -> bool {
 /// Trims every [`EVERY`] when [`worth_trimming`], on a blocking thread (a
 /// trim walks every arena's free chunks), until `stop`.
 pub async fn trim_until(stop: CancellationToken) {
-    if usage().is_none() {
+    // Where the RSS cannot be read, neither can malloc's usage: nothing to do.
+    if resident().is_none() {
         return;
     }
-    let mut every = tokio::time::interval(EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = every.tick() => {}
-        }
-        let done = tokio::task::spawn_blocking(|| {
-            // Reading the RSS is cheap; asking malloc walks (and locks) every
-            // arena, so it is done only when a trim could pay.
-            if resident()? < 2 * MIN_SLACK {
-                return None;
-            }
-            let before = usage()?;
-            if !worth_trimming(before) {
-                return None;
-            }
-            trim();
-            Some((before, usage()?))
-        })
-        .await;
-        if let Ok(Some((before, after))) = done {
+    crate::periodic::every(EVERY, stop, || async {
+        if let Ok(Some((before, after))) = tokio::task::spawn_blocking(trim_if_worth).await {
             tracing::debug!(
                 resident_before = before.resident,
                 resident_after = after.resident,
@@ -73,7 +54,24 @@ pub async fn trim_until(stop: CancellationToken) {
                 "returned freed memory to the system"
             );
         }
+    })
+    .await;
+}
+
+/// One round: trims when [`worth_trimming`] and returns the usage before
+/// and after.
+fn trim_if_worth() -> Option<(Usage, Usage)> {
+    // Reading the RSS is cheap; asking malloc walks (and locks) every arena,
+    // so it is done only when a trim could pay.
+    if resident()? < 2 * MIN_SLACK {
+        return None;
     }
+    let before = usage()?;
+    if !worth_trimming(before) {
+        return None;
+    }
+    trim();
+    Some((before, usage()?))
 }
 
 /// The process's [`Usage`]; `None` where malloc cannot say (not glibc).

@@ -305,14 +305,7 @@ const TICK: Duration = Duration::from_millis(500);
 /// instead of 6 at concurrency 1). Two wakeups a second cost nothing by
 /// comparison.
 async fn tick_until(stop: tokio_util::sync::CancellationToken) {
-    let mut every = tokio::time::interval(TICK);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = every.tick() => {}
-        }
-    }
+    crate::periodic::every(TICK, stop, || async {}).await;
 }
 
 /// Re-reads the config file and swaps the gateway; the old one stays on

@@ -44,16 +44,10 @@ const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 /// fold runs on a blocking thread so that a worker never waits for it.
 pub async fn upkeep_until(stop: tokio_util::sync::CancellationToken) {
     let Some(h) = handle() else { return };
-    let mut every = tokio::time::interval(UPKEEP_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    every.tick().await;
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = every.tick() => {}
-        }
+    crate::periodic::every(UPKEEP_EVERY, stop, || async move {
         let _ = tokio::task::spawn_blocking(move || h.run_upkeep()).await;
-    }
+    })
+    .await;
 }
 
 /// Records one finished request.
