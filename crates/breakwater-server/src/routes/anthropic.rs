@@ -19,104 +19,108 @@ use futures::StreamExt;
 use std::sync::Arc;
 
 /// `POST /v1/messages`.
-pub async fn messages(
+#[allow(clippy::manual_async_fn)] // see routes/future_sizes.rs
+pub fn messages(
     State(app): State<Arc<AppState>>,
     Extension(Peer(peer)): Extension<Peer>,
     headers: HeaderMap,
     body: Body,
-) -> Response {
-    let mut s = match start(&app, &headers, body, Flavor::Anthropic).await {
-        Ok(s) => s,
-        Err(e) => return e.into_response(),
-    };
-    let parsed = s.take_json();
-    let refuse = |e: Error| s.refuse(&app, "messages", Flavor::Anthropic, e, HeaderMap::new());
-    let areq: MessagesRequest = match parsed {
-        Ok(r) => r,
-        Err(e) => return refuse(e),
-    };
-    let stream = areq.stream.unwrap_or(false);
-    let mut req = match from_anthropic_request(areq) {
-        Ok(r) => r,
-        Err(e) => return refuse(e),
-    };
-    let (hold, opts) = match s
-        .admit_chat(&app, &headers, peer, &req, "messages", Flavor::Anthropic)
-        .await
-    {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    drop(headers); // see Start::take_json
-    let alias = req.model.clone();
-    if !stream {
-        req.stream = None;
-        return match s.gw.client.chat(req, opts).await {
-            Ok(out) => {
-                let latency = s.t0.elapsed();
-                let limits = hold.headers.clone();
-                super::openai_settle(hold, &out.meta).await;
-                crate::metrics::request("messages", &alias, 200, Some(&out.meta), latency);
-                app.live.record(&event_of(Some(&out.meta), None, latency, false));
-                let mut r = axum::Json(to_anthropic_response(&out.response)).into_response();
-                r.headers_mut().extend(limits);
-                meta_headers(r.headers_mut(), &out.meta);
-                r
-            }
+) -> impl Future<Output = Response> + Send {
+    // Not an `async fn`: those store their arguments twice.
+    async move {
+        let mut s = match start(&app, &headers, body, Flavor::Anthropic).await {
+            Ok(s) => s,
+            Err(e) => return e.into_response(),
+        };
+        let parsed = s.take_json();
+        let refuse = |e: Error| s.refuse(&app, "messages", Flavor::Anthropic, e, HeaderMap::new());
+        let areq: MessagesRequest = match parsed {
+            Ok(r) => r,
+            Err(e) => return refuse(e),
+        };
+        let stream = areq.stream.unwrap_or(false);
+        let mut req = match from_anthropic_request(areq) {
+            Ok(r) => r,
+            Err(e) => return refuse(e),
+        };
+        let (hold, opts) = match s
+            .admit_chat(&app, &headers, peer, &req, "messages", Flavor::Anthropic)
+            .await
+        {
+            Ok(x) => x,
+            Err(r) => return r,
+        };
+        drop(headers); // see Start::take_json
+        let alias = req.model.clone();
+        if !stream {
+            req.stream = None;
+            return match s.gw.client.chat(req, opts).await {
+                Ok(out) => {
+                    let latency = s.t0.elapsed();
+                    let limits = hold.headers.clone();
+                    super::openai_settle(hold, &out.meta).await;
+                    crate::metrics::request("messages", &alias, 200, Some(&out.meta), latency);
+                    app.live.record(&event_of(Some(&out.meta), None, latency, false));
+                    let mut r = axum::Json(to_anthropic_response(&out.response)).into_response();
+                    r.headers_mut().extend(limits);
+                    meta_headers(r.headers_mut(), &out.meta);
+                    r
+                }
+                Err(f) => {
+                    let mut h = hold.headers.clone();
+                    hold.settle(None, 0.0).await;
+                    let status = status_of(&f.error);
+                    crate::metrics::request("messages", &alias, status.as_u16(), Some(&f.meta), s.t0.elapsed());
+                    app.live
+                        .record(&event_of(Some(&f.meta), Some(&f.error), s.t0.elapsed(), false));
+                    meta_headers(&mut h, &f.meta);
+                    ApiError::new(f.error, Flavor::Anthropic, &s.request_id)
+                        .with_headers(h)
+                        .into_response()
+                }
+            };
+        }
+        req.stream = Some(true);
+        let out = match s.gw.client.chat_stream(req, opts).await {
+            Ok(o) => o,
             Err(f) => {
                 let mut h = hold.headers.clone();
                 hold.settle(None, 0.0).await;
                 let status = status_of(&f.error);
-                crate::metrics::request("messages", &alias, status.as_u16(), Some(&f.meta), s.t0.elapsed());
+                crate::metrics::request(
+                    "messages_stream",
+                    &alias,
+                    status.as_u16(),
+                    Some(&f.meta),
+                    s.t0.elapsed(),
+                );
                 app.live
-                    .record(&event_of(Some(&f.meta), Some(&f.error), s.t0.elapsed(), false));
+                    .record(&event_of(Some(&f.meta), Some(&f.error), s.t0.elapsed(), true));
                 meta_headers(&mut h, &f.meta);
-                ApiError::new(f.error, Flavor::Anthropic, &s.request_id)
+                return ApiError::new(f.error, Flavor::Anthropic, &s.request_id)
                     .with_headers(h)
-                    .into_response()
+                    .into_response();
             }
         };
+        let mut headers = hold.headers.clone();
+        meta_headers(&mut headers, &out.meta);
+        let finish = Finish {
+            app: app.clone(),
+            hold: Some(hold),
+            meta: out.meta,
+            alias: alias.clone(),
+            t0: s.t0,
+            ttft: s.t0.elapsed(),
+            done: out.done,
+        };
+        let body = events(out.stream, alias, finish);
+        let mut resp = Response::new(Body::from_stream(body));
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        h.extend(headers);
+        resp
     }
-    req.stream = Some(true);
-    let out = match s.gw.client.chat_stream(req, opts).await {
-        Ok(o) => o,
-        Err(f) => {
-            let mut h = hold.headers.clone();
-            hold.settle(None, 0.0).await;
-            let status = status_of(&f.error);
-            crate::metrics::request(
-                "messages_stream",
-                &alias,
-                status.as_u16(),
-                Some(&f.meta),
-                s.t0.elapsed(),
-            );
-            app.live
-                .record(&event_of(Some(&f.meta), Some(&f.error), s.t0.elapsed(), true));
-            meta_headers(&mut h, &f.meta);
-            return ApiError::new(f.error, Flavor::Anthropic, &s.request_id)
-                .with_headers(h)
-                .into_response();
-        }
-    };
-    let mut headers = hold.headers.clone();
-    meta_headers(&mut headers, &out.meta);
-    let finish = Finish {
-        app: app.clone(),
-        hold: Some(hold),
-        meta: out.meta,
-        alias: alias.clone(),
-        t0: s.t0,
-        ttft: s.t0.elapsed(),
-        done: out.done,
-    };
-    let body = events(out.stream, alias, finish);
-    let mut resp = Response::new(Body::from_stream(body));
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.extend(headers);
-    resp
 }
 
 fn encode(e: &StreamEvent) -> Bytes {

@@ -116,7 +116,9 @@ pub fn authorize(
 #[derive(Default)]
 pub struct Hold {
     key: Option<Arc<KeyEntry>>,
-    limits: Option<PairReservation>,
+    // Boxed: a hold lives in every request's future and every open stream,
+    // and most keys have no limits.
+    limits: Option<Box<PairReservation>>,
     spend: Option<SpendReservation>,
     /// `x-ratelimit-*` headers.
     pub headers: HeaderMap,
@@ -144,7 +146,7 @@ pub async fn admit(key: Option<&Arc<KeyEntry>>, tokens: u64, cost: Spend) -> Res
                     ratelimit_headers(&mut hold.headers, "tokens", d.decision());
                 }
                 crate::metrics::limiter("key", &key.name, true);
-                hold.limits = Some(r);
+                hold.limits = Some(Box::new(r));
             }
             Err(rej) => {
                 crate::metrics::limiter("key", &key.name, false);
@@ -177,18 +179,24 @@ pub async fn admit(key: Option<&Arc<KeyEntry>>, tokens: u64, cost: Spend) -> Res
 
 impl Hold {
     /// Settles with the real usage and cost (`None`: nothing was used).
-    pub async fn settle(mut self, usage: Option<&Usage>, cost_usd: f64) {
-        let Some(key) = self.key.take() else { return };
+    ///
+    /// Not an `async fn`: the future holds only what settling needs, not
+    /// the whole hold twice (its headers included).
+    pub fn settle(self, usage: Option<&Usage>, cost_usd: f64) -> impl Future<Output = ()> + Send + use<> {
         let tokens = usage.map_or(0, |u| u64::from(u.total_tokens));
-        if let Some(r) = self.limits.take() {
-            Box::pin(key.limits.settle(&key.name, r, tokens)).await;
-        }
-        if let (Some(s), Some(r)) = (&key.spend, self.spend.take()) {
-            let actual = Spend {
-                tokens,
-                nano_usd: (cost_usd * 1e9).round() as u64,
-            };
-            Box::pin(s.settle(&key.name, r, actual)).await;
+        let Hold { key, limits, spend, .. } = self;
+        async move {
+            let Some(key) = key else { return };
+            if let Some(r) = limits {
+                Box::pin(key.limits.settle(&key.name, *r, tokens)).await;
+            }
+            if let (Some(s), Some(r)) = (&key.spend, spend) {
+                let actual = Spend {
+                    tokens,
+                    nano_usd: (cost_usd * 1e9).round() as u64,
+                };
+                Box::pin(s.settle(&key.name, r, actual)).await;
+            }
         }
     }
 

@@ -153,120 +153,128 @@ impl Start {
 }
 
 /// `POST /v1/chat/completions`.
-pub async fn chat_completions(
+#[allow(clippy::manual_async_fn)] // see routes/future_sizes.rs
+pub fn chat_completions(
     State(app): State<Arc<AppState>>,
     Extension(Peer(peer)): Extension<Peer>,
     headers: HeaderMap,
     body: Body,
-) -> Response {
-    let mut s = match start(&app, &headers, body, Flavor::OpenAi).await {
-        Ok(s) => s,
-        Err(e) => return e.into_response(),
-    };
-    let req: ChatRequest = match s.take_json() {
-        Ok(r) => r,
-        Err(e) => return s.refuse(&app, "chat", Flavor::OpenAi, e, HeaderMap::new()),
-    };
-    let (hold, opts) = match s.admit_chat(&app, &headers, peer, &req, "chat", Flavor::OpenAi).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    drop(headers); // see Start::take_json
-    let alias = req.model.clone();
-    if req.is_stream() {
-        // boxed: only streams need its space (routes/future_sizes.rs)
-        return Box::pin(stream_chat(app, s, req, opts, hold, alias)).await;
-    }
-    match s.gw.client.chat(req, opts).await {
-        Ok(out) => {
-            let latency = s.t0.elapsed();
-            let limits = hold.headers.clone();
-            hold_settle(hold, &out.meta).await;
-            crate::metrics::request("chat", &alias, 200, Some(&out.meta), latency);
-            app.live.record(&event_of(Some(&out.meta), None, latency, false));
-            let body = serde_json::to_vec(&*out.response).unwrap_or_default();
-            let mut resp = (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response();
-            resp.headers_mut().extend(limits);
-            meta_headers(resp.headers_mut(), &out.meta);
-            resp
+) -> impl Future<Output = Response> + Send {
+    // Not an `async fn`: those store their arguments twice.
+    async move {
+        let mut s = match start(&app, &headers, body, Flavor::OpenAi).await {
+            Ok(s) => s,
+            Err(e) => return e.into_response(),
+        };
+        let req: ChatRequest = match s.take_json() {
+            Ok(r) => r,
+            Err(e) => return s.refuse(&app, "chat", Flavor::OpenAi, e, HeaderMap::new()),
+        };
+        let (hold, opts) = match s.admit_chat(&app, &headers, peer, &req, "chat", Flavor::OpenAi).await {
+            Ok(x) => x,
+            Err(r) => return r,
+        };
+        drop(headers); // see Start::take_json
+        let alias = req.model.clone();
+        if req.is_stream() {
+            // boxed: only streams need its space (routes/future_sizes.rs)
+            return Box::pin(stream_chat(app, s, req, opts, hold, alias)).await;
         }
-        Err(f) => {
-            let latency = s.t0.elapsed();
-            let h = hold.headers.clone();
-            hold.settle(None, 0.0).await;
-            let status = status_of(&f.error);
-            crate::metrics::request("chat", &alias, status.as_u16(), Some(&f.meta), latency);
-            app.live
-                .record(&event_of(Some(&f.meta), Some(&f.error), latency, false));
-            let mut mh = h;
-            meta_headers(&mut mh, &f.meta);
-            ApiError::new(f.error, Flavor::OpenAi, &s.request_id)
-                .with_headers(mh)
-                .into_response()
+        match s.gw.client.chat(req, opts).await {
+            Ok(out) => {
+                let latency = s.t0.elapsed();
+                let limits = hold.headers.clone();
+                hold_settle(hold, &out.meta).await;
+                crate::metrics::request("chat", &alias, 200, Some(&out.meta), latency);
+                app.live.record(&event_of(Some(&out.meta), None, latency, false));
+                let body = serde_json::to_vec(&*out.response).unwrap_or_default();
+                let mut resp = (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+                resp.headers_mut().extend(limits);
+                meta_headers(resp.headers_mut(), &out.meta);
+                resp
+            }
+            Err(f) => {
+                let latency = s.t0.elapsed();
+                let h = hold.headers.clone();
+                hold.settle(None, 0.0).await;
+                let status = status_of(&f.error);
+                crate::metrics::request("chat", &alias, status.as_u16(), Some(&f.meta), latency);
+                app.live
+                    .record(&event_of(Some(&f.meta), Some(&f.error), latency, false));
+                let mut mh = h;
+                meta_headers(&mut mh, &f.meta);
+                ApiError::new(f.error, Flavor::OpenAi, &s.request_id)
+                    .with_headers(mh)
+                    .into_response()
+            }
         }
     }
 }
 
-pub(crate) async fn hold_settle(hold: super::common::Hold, meta: &CallMeta) {
+pub(crate) fn hold_settle(hold: super::common::Hold, meta: &CallMeta) -> impl Future<Output = ()> + Send + use<> {
     let cached = matches!(
         meta.cache,
         breakwater::cache::CacheOutcome::Hit | breakwater::cache::CacheOutcome::Semantic
     );
     if cached || meta.idempotent_replay {
-        hold.settle(None, 0.0).await;
+        hold.settle(None, 0.0)
     } else {
-        hold.settle(meta.usage.as_ref(), meta.cost_usd).await;
+        hold.settle(meta.usage.as_ref(), meta.cost_usd)
     }
 }
 
-async fn stream_chat(
+#[allow(clippy::manual_async_fn)] // see routes/future_sizes.rs
+fn stream_chat(
     app: Arc<AppState>,
     s: Start,
     req: ChatRequest,
     opts: RequestOptions,
     hold: super::common::Hold,
     alias: String,
-) -> Response {
-    let include_usage = req.wants_stream_usage();
-    let out = match s.gw.client.chat_stream(req, opts).await {
-        Ok(o) => o,
-        Err(f) => {
-            let latency = s.t0.elapsed();
-            let mut h = hold.headers.clone();
-            hold.settle(None, 0.0).await;
-            let status = status_of(&f.error);
-            crate::metrics::request("chat_stream", &alias, status.as_u16(), Some(&f.meta), latency);
-            app.live.record(&event_of(Some(&f.meta), Some(&f.error), latency, true));
-            meta_headers(&mut h, &f.meta);
-            return ApiError::new(f.error, Flavor::OpenAi, &s.request_id)
-                .with_headers(h)
-                .into_response();
-        }
-    };
-    let mut headers = hold.headers.clone();
-    meta_headers(&mut headers, &out.meta);
-    let meta = out.meta;
-    let done = out.done;
-    let t0 = s.t0;
-    let ttft = t0.elapsed();
-    // Settle and record when the stream ends (or the client goes away).
-    let finish = Finish {
-        app,
-        hold: Some(hold),
-        meta,
-        alias,
-        t0,
-        ttft,
-        done,
-    };
-    let body = sse_body(out.stream, include_usage, finish);
-    let mut resp = Response::new(Body::from_stream(body));
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    h.extend(headers);
-    resp
+) -> impl Future<Output = Response> + Send {
+    // Not an `async fn`: those store their arguments twice.
+    async move {
+        let include_usage = req.wants_stream_usage();
+        let out = match s.gw.client.chat_stream(req, opts).await {
+            Ok(o) => o,
+            Err(f) => {
+                let latency = s.t0.elapsed();
+                let mut h = hold.headers.clone();
+                hold.settle(None, 0.0).await;
+                let status = status_of(&f.error);
+                crate::metrics::request("chat_stream", &alias, status.as_u16(), Some(&f.meta), latency);
+                app.live.record(&event_of(Some(&f.meta), Some(&f.error), latency, true));
+                meta_headers(&mut h, &f.meta);
+                return ApiError::new(f.error, Flavor::OpenAi, &s.request_id)
+                    .with_headers(h)
+                    .into_response();
+            }
+        };
+        let mut headers = hold.headers.clone();
+        meta_headers(&mut headers, &out.meta);
+        let meta = out.meta;
+        let done = out.done;
+        let t0 = s.t0;
+        let ttft = t0.elapsed();
+        // Settle and record when the stream ends (or the client goes away).
+        let finish = Finish {
+            app,
+            hold: Some(hold),
+            meta,
+            alias,
+            t0,
+            ttft,
+            done,
+        };
+        let body = sse_body(out.stream, include_usage, finish);
+        let mut resp = Response::new(Body::from_stream(body));
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        h.extend(headers);
+        resp
+    }
 }
 
 /// What happens when a stream ends: settle the key, record statistics.
@@ -375,82 +383,86 @@ fn sse_body(
 }
 
 /// `POST /v1/embeddings`.
-pub async fn embeddings(
+#[allow(clippy::manual_async_fn)] // see routes/future_sizes.rs
+pub fn embeddings(
     State(app): State<Arc<AppState>>,
     Extension(Peer(peer)): Extension<Peer>,
     headers: HeaderMap,
     body: Body,
-) -> Response {
-    let mut s = match start(&app, &headers, body, Flavor::OpenAi).await {
-        Ok(s) => s,
-        Err(e) => return e.into_response(),
-    };
-    let parsed = s.take_json();
-    let fail = |e: Error, h: HeaderMap| {
-        let status = status_of(&e);
-        crate::metrics::request("embeddings", "unknown", status.as_u16(), None, s.t0.elapsed());
-        ApiError::new(e, Flavor::OpenAi, &s.request_id)
-            .with_headers(h)
-            .into_response()
-    };
-    let mut req: EmbeddingRequest = match parsed {
-        Ok(r) => r,
-        Err(e) => return fail(e, HeaderMap::new()),
-    };
-    if let Err(e) = breakwater::client::validate::embeddings(&req) {
-        return fail(e, HeaderMap::new());
-    }
-    let key = match authorize(&s.gw, &headers, peer, &req.model) {
-        Ok(k) => k,
-        Err(e) => return fail(e, HeaderMap::new()),
-    };
-    drop(headers); // see Start::take_json
-    let tokens: u64 = req
-        .input
-        .texts()
-        .map(|t| t.iter().map(|x| x.len().div_ceil(4) as u64).sum())
-        .unwrap_or(1);
-    let cost = estimate_cost(&s.gw, &req.model, tokens, 0);
-    let hold = match admit(key.as_ref(), tokens, cost).await {
-        Ok(h) => h,
-        Err((e, h)) => return fail(e, h),
-    };
-    // Always ask upstream for floats; encode for the client as it asked
-    // (the OpenAI SDKs ask for base64 by default).
-    let want_b64 = req.encoding_format.as_deref() == Some("base64");
-    req.encoding_format = None;
-    let alias = req.model.clone();
-    let opts = RequestOptions {
-        tenant: hold.tenant(),
-        timeout: s.controls.timeout,
-        request_id: Some(s.request_id.clone()),
-        ..Default::default()
-    };
-    // boxed: the micro-batcher's future is large (routes/future_sizes.rs)
-    match Box::pin(s.gw.embeddings.embed(req, opts)).await {
-        Ok((mut resp, meta)) => {
-            let latency = s.t0.elapsed();
-            let limits = hold.headers.clone();
-            hold.settle(meta.usage.as_ref(), meta.cost_usd).await;
-            crate::metrics::request("embeddings", &alias, 200, Some(&meta), latency);
-            if want_b64 {
-                resp.data.iter_mut().for_each(|d| d.embedding.make_base64());
-            }
-            let mut r = axum::Json(resp).into_response();
-            r.headers_mut().extend(limits);
-            meta_headers(r.headers_mut(), &meta);
-            r
-        }
-        Err(f) => {
-            let h = hold.headers.clone();
-            hold.settle(None, 0.0).await;
-            let status = status_of(&f.error);
-            crate::metrics::request("embeddings", &alias, status.as_u16(), Some(&f.meta), s.t0.elapsed());
-            let mut mh = h;
-            meta_headers(&mut mh, &f.meta);
-            ApiError::new(f.error, Flavor::OpenAi, &s.request_id)
-                .with_headers(mh)
+) -> impl Future<Output = Response> + Send {
+    // Not an `async fn`: those store their arguments twice.
+    async move {
+        let mut s = match start(&app, &headers, body, Flavor::OpenAi).await {
+            Ok(s) => s,
+            Err(e) => return e.into_response(),
+        };
+        let parsed = s.take_json();
+        let fail = |e: Error, h: HeaderMap| {
+            let status = status_of(&e);
+            crate::metrics::request("embeddings", "unknown", status.as_u16(), None, s.t0.elapsed());
+            ApiError::new(e, Flavor::OpenAi, &s.request_id)
+                .with_headers(h)
                 .into_response()
+        };
+        let mut req: EmbeddingRequest = match parsed {
+            Ok(r) => r,
+            Err(e) => return fail(e, HeaderMap::new()),
+        };
+        if let Err(e) = breakwater::client::validate::embeddings(&req) {
+            return fail(e, HeaderMap::new());
+        }
+        let key = match authorize(&s.gw, &headers, peer, &req.model) {
+            Ok(k) => k,
+            Err(e) => return fail(e, HeaderMap::new()),
+        };
+        drop(headers); // see Start::take_json
+        let tokens: u64 = req
+            .input
+            .texts()
+            .map(|t| t.iter().map(|x| x.len().div_ceil(4) as u64).sum())
+            .unwrap_or(1);
+        let cost = estimate_cost(&s.gw, &req.model, tokens, 0);
+        let hold = match admit(key.as_ref(), tokens, cost).await {
+            Ok(h) => h,
+            Err((e, h)) => return fail(e, h),
+        };
+        // Always ask upstream for floats; encode for the client as it asked
+        // (the OpenAI SDKs ask for base64 by default).
+        let want_b64 = req.encoding_format.as_deref() == Some("base64");
+        req.encoding_format = None;
+        let alias = req.model.clone();
+        let opts = RequestOptions {
+            tenant: hold.tenant(),
+            timeout: s.controls.timeout,
+            request_id: Some(s.request_id.clone()),
+            ..Default::default()
+        };
+        // boxed: the micro-batcher's future is large (routes/future_sizes.rs)
+        match Box::pin(s.gw.embeddings.embed(req, opts)).await {
+            Ok((mut resp, meta)) => {
+                let latency = s.t0.elapsed();
+                let limits = hold.headers.clone();
+                hold.settle(meta.usage.as_ref(), meta.cost_usd).await;
+                crate::metrics::request("embeddings", &alias, 200, Some(&meta), latency);
+                if want_b64 {
+                    resp.data.iter_mut().for_each(|d| d.embedding.make_base64());
+                }
+                let mut r = axum::Json(resp).into_response();
+                r.headers_mut().extend(limits);
+                meta_headers(r.headers_mut(), &meta);
+                r
+            }
+            Err(f) => {
+                let h = hold.headers.clone();
+                hold.settle(None, 0.0).await;
+                let status = status_of(&f.error);
+                crate::metrics::request("embeddings", &alias, status.as_u16(), Some(&f.meta), s.t0.elapsed());
+                let mut mh = h;
+                meta_headers(&mut mh, &f.meta);
+                ApiError::new(f.error, Flavor::OpenAi, &s.request_id)
+                    .with_headers(mh)
+                    .into_response()
+            }
         }
     }
 }

@@ -750,8 +750,14 @@ impl Client {
     }
 
     /// A complete answer for `req` (its `model` is an alias).
-    pub async fn chat(&self, req: ChatRequest, opts: RequestOptions) -> std::result::Result<ChatOutcome, Failure> {
-        self.chat_at(req, opts, 0).await
+    pub fn chat(
+        &self,
+        req: ChatRequest,
+        opts: RequestOptions,
+    ) -> impl Future<Output = std::result::Result<ChatOutcome, Failure>> + Send + '_ {
+        // Not an `async fn`: the caller's future then holds a pointer to the
+        // boxed request future, not the request and options twice more.
+        self.chat_at(req, opts, 0)
     }
 
     /// Boxed: fallback aliases recurse, and the future lives on the heap
@@ -765,53 +771,60 @@ impl Client {
         Box::pin(self.chat_inner(req, opts, depth))
     }
 
-    async fn chat_inner(
+    // Not an `async fn`, for the reason given at `stream_inner`.
+    #[allow(clippy::manual_async_fn)] // see above: the arguments would be stored twice
+    fn chat_inner(
         &self,
         mut req: ChatRequest,
         opts: RequestOptions,
         depth: u32,
-    ) -> std::result::Result<ChatOutcome, Failure> {
-        req.stream = None;
-        req.stream_options = None;
-        let (started, deadline, mut meta, alias) = self.prelude(&req, &opts)?;
-        let mode = mode::decide(&req, alias.cfg.response_mode);
-        meta.upstream_mode = Some(mode);
-        let tenant = opts.tenant.clone().unwrap_or_else(|| Arc::from(""));
-        let guard = match self.claim(&tenant, &opts, &alias, &req, deadline).await {
-            Ok(Claim::Replay(resp)) => {
-                meta.idempotent_replay = true;
-                meta.latency_ms = started.elapsed().as_millis() as u64;
-                return Ok(ChatOutcome { response: resp, meta });
-            }
-            Ok(Claim::Proceed(g)) => g,
-            Err(e) => return Err(self.fail(e, meta, started)),
-        };
-        let res = self
-            .answer(&req, &alias, &opts, &tenant, deadline, mode, &mut meta, depth)
-            .await;
-        meta.latency_ms = started.elapsed().as_millis() as u64;
-        match res {
-            Ok(resp) => {
-                if let Some(g) = guard {
-                    if meta.degraded.is_none() {
-                        Box::pin(g.complete(resp.clone())).await;
-                    } else {
-                        Box::pin(g.release()).await;
+    ) -> impl Future<Output = std::result::Result<ChatOutcome, Failure>> + Send + '_ {
+        async move {
+            req.stream = None;
+            req.stream_options = None;
+            let (started, deadline, mut meta, alias) = self.prelude(&req, &opts)?;
+            let mode = mode::decide(&req, alias.cfg.response_mode);
+            meta.upstream_mode = Some(mode);
+            let tenant = opts.tenant.clone().unwrap_or_else(|| Arc::from(""));
+            let guard = match self.claim(&tenant, &opts, &alias, &req, deadline).await {
+                Ok(Claim::Replay(resp)) => {
+                    meta.idempotent_replay = true;
+                    meta.latency_ms = started.elapsed().as_millis() as u64;
+                    return Ok(ChatOutcome { response: resp, meta });
+                }
+                Ok(Claim::Proceed(g)) => g,
+                Err(e) => return Err(self.fail(e, meta, started)),
+            };
+            // Shared with the upstream call, which must own what it uses (a
+            // coalesced call runs in a task of its own).
+            let req = Arc::new(req);
+            let res = self
+                .answer(&req, &alias, &opts, &tenant, deadline, mode, &mut meta, depth)
+                .await;
+            meta.latency_ms = started.elapsed().as_millis() as u64;
+            match res {
+                Ok(resp) => {
+                    if let Some(g) = guard {
+                        if meta.degraded.is_none() {
+                            Box::pin(g.complete(resp.clone())).await;
+                        } else {
+                            Box::pin(g.release()).await;
+                        }
                     }
+                    if meta.degraded.is_some() {
+                        self.inner.counters.degraded.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(ChatOutcome { response: resp, meta })
                 }
-                if meta.degraded.is_some() {
-                    self.inner.counters.degraded.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(ChatOutcome { response: resp, meta })
+                Err(e) => Err(self.fail(e, meta, started)),
             }
-            Err(e) => Err(self.fail(e, meta, started)),
         }
     }
 
     #[allow(clippy::too_many_arguments)]
     async fn answer(
         &self,
-        req: &ChatRequest,
+        req: &Arc<ChatRequest>,
         alias: &Arc<Alias>,
         opts: &RequestOptions,
         tenant: &Arc<str>,
@@ -908,7 +921,7 @@ impl Client {
                     && let Some(cf) = &alias.cfg.context_fallback
                     && depth < MAX_ALIAS_DEPTH
                 {
-                    let mut r2 = req.clone();
+                    let mut r2 = ChatRequest::clone(req);
                     r2.model.clone_from(cf);
                     let o2 = Self::sub_options(opts, deadline, &meta.request_id);
                     return match self.chat_at(r2, o2, depth + 1).await {
@@ -925,8 +938,8 @@ impl Client {
                         }
                     };
                 }
-                self.degrade(req, alias, key, e.clone(), opts, deadline, meta, depth)
-                    .await
+                // Boxed: a rare path, which would otherwise size every request's future.
+                Box::pin(self.degrade(req, alias, key, e.clone(), opts, deadline, meta, depth)).await
             }
         }
     }
@@ -1022,12 +1035,13 @@ impl Client {
     /// failover happen before the first token; after it, a failure ends the
     /// stream with an error (or continues on another target when the alias
     /// stitches).
-    pub async fn chat_stream(
+    pub fn chat_stream(
         &self,
         req: ChatRequest,
         opts: RequestOptions,
-    ) -> std::result::Result<StreamOutcome, Failure> {
-        self.stream_at(req, opts, 0).await
+    ) -> impl Future<Output = std::result::Result<StreamOutcome, Failure>> + Send + '_ {
+        // Not an `async fn`, as `chat`.
+        self.stream_at(req, opts, 0)
     }
 
     /// Boxed, like [`Client::chat_at`].
@@ -1040,169 +1054,178 @@ impl Client {
         Box::pin(self.stream_inner(req, opts, depth))
     }
 
-    async fn stream_inner(
+    // Not an `async fn`: those store their arguments twice (the argument and
+    // the local it is moved into), and the request is large.
+    #[allow(clippy::manual_async_fn)] // see above: the arguments would be stored twice
+    fn stream_inner(
         &self,
         mut req: ChatRequest,
         opts: RequestOptions,
         depth: u32,
-    ) -> std::result::Result<StreamOutcome, Failure> {
-        req.stream = Some(true);
-        let (started, deadline, mut meta, alias) = self.prelude(&req, &opts)?;
-        let rid = meta.request_id.clone();
-        meta.upstream_mode = Some(UpstreamMode::Stream);
-        let include_usage = req.wants_stream_usage();
-        let tenant = opts.tenant.clone().unwrap_or_else(|| Arc::from(""));
-        let guard = match self.claim(&tenant, &opts, &alias, &req, deadline).await {
-            Ok(Claim::Replay(resp)) => {
-                meta.idempotent_replay = true;
-                return Ok(StreamOutcome {
-                    stream: chunks_stream(&resp, include_usage),
-                    meta,
-                    done: None,
-                });
-            }
-            Ok(Claim::Proceed(g)) => g,
-            Err(e) => return Err(self.fail(e, meta, started)),
-        };
-        let cache = self.inner.cache.as_ref();
-        let plan = cache.map(|_| CachePlan::decide(&req, &alias.cfg.cache, opts.cache_control));
-        let key = match (cache, plan) {
-            (Some(c), Some(p)) if p.uses_cache() => Some(c.key_for(&tenant, &alias.name, &req).await),
-            _ => None,
-        };
-        if let (Some(c), Some(k), Some(p)) = (cache, key, plan)
-            && p.read
-            && let Some(hit) = c.lookup(&k).await
-        {
-            meta.cache = hit.outcome;
-            let s = crate::cache::stream::replay(&hit, include_usage);
-            let s = match guard {
-                Some(g) => record_stream(g, s),
-                None => s,
-            };
-            return Ok(StreamOutcome {
-                stream: s,
-                meta,
-                done: None,
-            });
-        }
-        let mut sem_miss = None;
-        if let (Some(c), Some(p)) = (cache, plan)
-            && p.read
-            && key.is_some()
-        {
-            match self.semantic_lookup(&alias, &tenant, &req).await {
-                SemanticStep::Hit(resp) => {
-                    c.counters().semantic_hit();
-                    meta.cache = CacheOutcome::Semantic;
-                    let s = chunks_stream(&resp, include_usage);
-                    let s = match guard {
-                        Some(g) => record_stream(g, s),
-                        None => s,
-                    };
+    ) -> impl Future<Output = std::result::Result<StreamOutcome, Failure>> + Send + '_ {
+        async move {
+            req.stream = Some(true);
+            let (started, deadline, mut meta, alias) = self.prelude(&req, &opts)?;
+            let rid = meta.request_id.clone();
+            meta.upstream_mode = Some(UpstreamMode::Stream);
+            let include_usage = req.wants_stream_usage();
+            let tenant = opts.tenant.clone().unwrap_or_else(|| Arc::from(""));
+            let guard = match self.claim(&tenant, &opts, &alias, &req, deadline).await {
+                Ok(Claim::Replay(resp)) => {
+                    meta.idempotent_replay = true;
                     return Ok(StreamOutcome {
-                        stream: s,
+                        stream: chunks_stream(&resp, include_usage),
                         meta,
                         done: None,
                     });
                 }
-                SemanticStep::Miss(m) => sem_miss = Some(m),
-                SemanticStep::Skip => {}
-            }
-        }
-        meta.cache = match plan {
-            Some(p) if p.read => CacheOutcome::Miss,
-            _ => CacheOutcome::Bypass,
-        };
-        let write = plan.is_some_and(|p| p.write);
-        let (tx, rx) = oneshot::channel();
-        let slot: Arc<Mutex<Option<StartInfo>>> = Arc::default();
-        let open = {
-            let inner = self.inner.clone();
-            let alias = alias.clone();
-            let req = req.clone();
-            let rid = rid.clone();
-            let slot = slot.clone();
-            let cache_cfg = alias.cfg.cache;
-            move || async move {
-                let routed = route::stream(&inner, &alias, &req, &rid, deadline).await;
-                let target = routed.target.as_ref().map(|t| t.id.clone());
-                if let Ok(mut s) = slot.lock() {
-                    *s = Some((target, routed.attempts, routed.hedged));
-                }
-                let opened = routed.result?;
-                let s = stream::drive(inner.clone(), alias, req, rid, deadline, opened, Some(tx));
-                Ok(match (inner.cache.as_ref(), key.filter(|_| write)) {
-                    (Some(c), Some(k)) => c.store_stream(&k, &cache_cfg, s),
-                    _ => s,
-                })
-            }
-        };
-        let opened = match key {
-            Some(k) if self.inner.cfg.coalesce => self.inner.stream_flights.run_stream(k, open).await,
-            _ => open().await,
-        };
-        let info = slot.lock().ok().and_then(|mut s| s.take());
-        let leader = info.is_some();
-        if let Some((target, attempts, hedged)) = info {
-            meta.target = target;
-            meta.attempts = attempts;
-            meta.hedged = hedged;
-        } else {
-            meta.coalesced = true;
-        }
-        match opened {
-            Ok(s) => {
-                let s = match (sem_miss.filter(|_| write && leader), self.inner.semantic.clone()) {
-                    (Some(m), Some(sem)) => {
-                        let cfg = alias.cfg.cache;
-                        let insert: crate::cache::stream::OnComplete = Box::new(move |resp| {
-                            if check_storable(&resp, &cfg).is_ok() {
-                                sem.insert(m, resp, Some(cfg.ttl()));
-                            }
-                            Box::pin(async {})
-                        });
-                        crate::cache::stream::TapComplete::new(s, insert).boxed()
-                    }
-                    _ => s,
-                };
+                Ok(Claim::Proceed(g)) => g,
+                Err(e) => return Err(self.fail(e, meta, started)),
+            };
+            let cache = self.inner.cache.as_ref();
+            let plan = cache.map(|_| CachePlan::decide(&req, &alias.cfg.cache, opts.cache_control));
+            let key = match (cache, plan) {
+                (Some(c), Some(p)) if p.uses_cache() => Some(c.key_for(&tenant, &alias.name, &req).await),
+                _ => None,
+            };
+            if let (Some(c), Some(k), Some(p)) = (cache, key, plan)
+                && p.read
+                && let Some(hit) = c.lookup(&k).await
+            {
+                meta.cache = hit.outcome;
+                let s = crate::cache::stream::replay(&hit, include_usage);
                 let s = match guard {
                     Some(g) => record_stream(g, s),
                     None => s,
                 };
-                meta.latency_ms = started.elapsed().as_millis() as u64;
-                Ok(StreamOutcome {
+                return Ok(StreamOutcome {
                     stream: s,
                     meta,
-                    done: leader.then_some(rx),
-                })
+                    done: None,
+                });
             }
-            Err(e) => {
-                drop(guard);
-                let e = if e.kind == ErrorKind::ContextLengthExceeded
-                    && let Some(cf) = &alias.cfg.context_fallback
-                    && depth < MAX_ALIAS_DEPTH
-                {
-                    let mut r2 = req.clone();
-                    r2.model.clone_from(cf);
-                    let o2 = Self::sub_options(&opts, deadline, &rid);
-                    match self.stream_at(r2, o2, depth + 1).await {
-                        Ok(mut o) => {
-                            let mut attempts = std::mem::take(&mut meta.attempts);
-                            attempts.append(&mut o.meta.attempts);
-                            o.meta.attempts = attempts;
-                            return Ok(o);
-                        }
-                        Err(f) => {
-                            meta.attempts.extend(f.meta.attempts);
-                            f.error
-                        }
+            let mut sem_miss = None;
+            if let (Some(c), Some(p)) = (cache, plan)
+                && p.read
+                && key.is_some()
+            {
+                match self.semantic_lookup(&alias, &tenant, &req).await {
+                    SemanticStep::Hit(resp) => {
+                        c.counters().semantic_hit();
+                        meta.cache = CacheOutcome::Semantic;
+                        let s = chunks_stream(&resp, include_usage);
+                        let s = match guard {
+                            Some(g) => record_stream(g, s),
+                            None => s,
+                        };
+                        return Ok(StreamOutcome {
+                            stream: s,
+                            meta,
+                            done: None,
+                        });
                     }
-                } else {
-                    e
-                };
-                self.degrade_stream(req, &alias, key, e, &opts, deadline, meta, depth, started)
-                    .await
+                    SemanticStep::Miss(m) => sem_miss = Some(m),
+                    SemanticStep::Skip => {}
+                }
+            }
+            meta.cache = match plan {
+                Some(p) if p.read => CacheOutcome::Miss,
+                _ => CacheOutcome::Bypass,
+            };
+            let write = plan.is_some_and(|p| p.write);
+            let (tx, rx) = oneshot::channel();
+            let slot: Arc<Mutex<Option<StartInfo>>> = Arc::default();
+            // Shared with the opening call, which must own what it uses (a
+            // coalesced stream is opened in a task of its own).
+            let req = Arc::new(req);
+            let open = {
+                let inner = self.inner.clone();
+                let alias = alias.clone();
+                let req = req.clone();
+                let rid = rid.clone();
+                let slot = slot.clone();
+                let cache_cfg = alias.cfg.cache;
+                move || async move {
+                    let routed = route::stream(&inner, &alias, &req, &rid, deadline).await;
+                    let target = routed.target.as_ref().map(|t| t.id.clone());
+                    if let Ok(mut s) = slot.lock() {
+                        *s = Some((target, routed.attempts, routed.hedged));
+                    }
+                    let opened = routed.result?;
+                    let s = stream::drive(inner.clone(), alias, &req, rid, deadline, opened, Some(tx));
+                    Ok(match (inner.cache.as_ref(), key.filter(|_| write)) {
+                        (Some(c), Some(k)) => c.store_stream(&k, &cache_cfg, s),
+                        _ => s,
+                    })
+                }
+            };
+            let opened = match key {
+                Some(k) if self.inner.cfg.coalesce => self.inner.stream_flights.run_stream(k, open).await,
+                _ => open().await,
+            };
+            let info = slot.lock().ok().and_then(|mut s| s.take());
+            let leader = info.is_some();
+            if let Some((target, attempts, hedged)) = info {
+                meta.target = target;
+                meta.attempts = attempts;
+                meta.hedged = hedged;
+            } else {
+                meta.coalesced = true;
+            }
+            match opened {
+                Ok(s) => {
+                    let s = match (sem_miss.filter(|_| write && leader), self.inner.semantic.clone()) {
+                        (Some(m), Some(sem)) => {
+                            let cfg = alias.cfg.cache;
+                            let insert: crate::cache::stream::OnComplete = Box::new(move |resp| {
+                                if check_storable(&resp, &cfg).is_ok() {
+                                    sem.insert(m, resp, Some(cfg.ttl()));
+                                }
+                                Box::pin(async {})
+                            });
+                            crate::cache::stream::TapComplete::new(s, insert).boxed()
+                        }
+                        _ => s,
+                    };
+                    let s = match guard {
+                        Some(g) => record_stream(g, s),
+                        None => s,
+                    };
+                    meta.latency_ms = started.elapsed().as_millis() as u64;
+                    Ok(StreamOutcome {
+                        stream: s,
+                        meta,
+                        done: leader.then_some(rx),
+                    })
+                }
+                Err(e) => {
+                    drop(guard);
+                    let e = if e.kind == ErrorKind::ContextLengthExceeded
+                        && let Some(cf) = &alias.cfg.context_fallback
+                        && depth < MAX_ALIAS_DEPTH
+                    {
+                        let mut r2 = ChatRequest::clone(&req);
+                        r2.model.clone_from(cf);
+                        let o2 = Self::sub_options(&opts, deadline, &rid);
+                        match self.stream_at(r2, o2, depth + 1).await {
+                            Ok(mut o) => {
+                                let mut attempts = std::mem::take(&mut meta.attempts);
+                                attempts.append(&mut o.meta.attempts);
+                                o.meta.attempts = attempts;
+                                return Ok(o);
+                            }
+                            Err(f) => {
+                                meta.attempts.extend(f.meta.attempts);
+                                f.error
+                            }
+                        }
+                    } else {
+                        e
+                    };
+                    // Boxed: a rare path, which would otherwise size every stream's future.
+                    let req = Arc::unwrap_or_clone(req);
+                    Box::pin(self.degrade_stream(req, &alias, key, e, &opts, deadline, meta, depth, started)).await
+                }
             }
         }
     }
@@ -1487,15 +1510,7 @@ async fn assembled(
     let target = r.target.as_ref().map(|t| t.id.clone());
     let result = match r.result {
         Ok(opened) => {
-            let mut s = stream::drive(
-                inner.clone(),
-                alias.clone(),
-                req.clone(),
-                rid.clone(),
-                deadline,
-                opened,
-                None,
-            );
+            let mut s = stream::drive(inner.clone(), alias.clone(), req, rid.clone(), deadline, opened, None);
             let mut asm = StreamAssembler::new();
             let mut err = None;
             while let Some(item) = s.next().await {
@@ -1520,7 +1535,7 @@ async fn assembled(
 async fn origin(
     inner: Arc<Inner>,
     alias: Arc<Alias>,
-    req: ChatRequest,
+    req: Arc<ChatRequest>,
     rid: Arc<str>,
     deadline: Instant,
     mode: UpstreamMode,

@@ -87,7 +87,7 @@ impl Drop for Drive {
 pub(crate) fn drive(
     inner: Arc<Inner>,
     alias: Arc<Alias>,
-    req: ChatRequest,
+    req: &ChatRequest,
     request_id: Arc<str>,
     deadline: Instant,
     opened: Opened,
@@ -100,7 +100,7 @@ pub(crate) fn drive(
     };
     let d = Drive {
         inner,
-        req: alias.cfg.stitch.then_some(req),
+        req: alias.cfg.stitch.then(|| req.clone()),
         alias,
         request_id,
         deadline,

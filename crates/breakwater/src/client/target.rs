@@ -51,8 +51,10 @@ impl std::fmt::Debug for Target {
 /// a breaker permit. [`Admission::finish`] records the outcome on each.
 pub(crate) struct Admission {
     target: Arc<Target>,
-    provider_res: Option<PairReservation>,
-    own_res: Option<PairReservation>,
+    // Boxed: a reservation is large and most targets have no limits, and an
+    // admission is held in every request's future and every open stream.
+    provider_res: Option<Box<PairReservation>>,
+    own_res: Option<Box<PairReservation>>,
     provider_slot: Option<BulkheadPermit>,
     own_slot: Option<BulkheadPermit>,
     breaker: Option<BreakerPermit>,
@@ -64,7 +66,7 @@ async fn take_limits(
     tokens: u64,
     deadline: Instant,
     max_wait: Duration,
-) -> Result<Option<PairReservation>> {
+) -> Result<Option<Box<PairReservation>>> {
     if limits.is_unlimited() {
         return Ok(None);
     }
@@ -74,7 +76,7 @@ async fn take_limits(
     let until = deadline.min(Instant::now() + max_wait);
     Box::pin(limits.acquire(key, tokens, Some(until)))
         .await
-        .map(Some)
+        .map(|r| Some(Box::new(r)))
         .map_err(Error::from)
 }
 
@@ -131,10 +133,10 @@ impl Admission {
     pub async fn release(mut self) {
         let t = self.target.clone();
         if let Some(r) = self.provider_res.take() {
-            Box::pin(t.provider_gate.limits.release(t.provider.name(), r)).await;
+            Box::pin(t.provider_gate.limits.release(t.provider.name(), *r)).await;
         }
         if let Some(r) = self.own_res.take() {
-            Box::pin(t.own_gate.limits.release(&t.id, r)).await;
+            Box::pin(t.own_gate.limits.release(&t.id, *r)).await;
         }
         // Dropped slots and an unrecorded breaker permit count as nothing.
     }
@@ -154,10 +156,10 @@ impl Admission {
         let t = self.target.clone();
         // Boxed like the acquisition: only limited targets pay for it.
         if let Some(r) = self.provider_res.take() {
-            Box::pin(t.provider_gate.limits.settle(t.provider.name(), r, tokens_used)).await;
+            Box::pin(t.provider_gate.limits.settle(t.provider.name(), *r, tokens_used)).await;
         }
         if let Some(r) = self.own_res.take() {
-            Box::pin(t.own_gate.limits.settle(&t.id, r, tokens_used)).await;
+            Box::pin(t.own_gate.limits.settle(&t.id, *r, tokens_used)).await;
         }
     }
 

@@ -60,12 +60,15 @@ impl Provider for Anthropic {
 
     async fn chat(&self, req: &ChatRequest, opts: &CallOptions) -> Result<ChatResponse> {
         let clock = self.http.clock(opts.deadline);
-        let body = to_anthropic_request(req).map_err(|e| e.with_provider(&self.http.name))?;
+        // Encoded at once: the translated request is not held while the call waits.
+        let body = self
+            .http
+            .encode(&to_anthropic_request(req).map_err(|e| e.with_provider(&self.http.name))?)?;
         let resp = self
             .http
-            .post_json(
+            .post_encoded(
                 self.messages_url.clone(),
-                &body,
+                body,
                 clock.total_at,
                 TimeoutPhase::Total,
                 opts.request_id.as_deref(),
@@ -77,14 +80,17 @@ impl Provider for Anthropic {
 
     async fn chat_stream(&self, req: &ChatRequest, opts: &CallOptions) -> Result<ChatStream> {
         let clock = self.http.clock(opts.deadline);
-        let mut body = to_anthropic_request(req).map_err(|e| e.with_provider(&self.http.name))?;
-        body.stream = Some(true);
+        let body = {
+            let mut body = to_anthropic_request(req).map_err(|e| e.with_provider(&self.http.name))?;
+            body.stream = Some(true);
+            self.http.encode(&body)?
+        };
         let until = earliest(clock.first_token_at, clock.total_at);
         let resp = self
             .http
-            .post_json(
+            .post_encoded(
                 self.messages_url.clone(),
-                &body,
+                body,
                 until,
                 TimeoutPhase::FirstToken,
                 opts.request_id.as_deref(),

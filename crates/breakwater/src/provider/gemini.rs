@@ -64,13 +64,16 @@ impl Provider for Gemini {
 
     async fn chat(&self, req: &ChatRequest, opts: &CallOptions) -> Result<ChatResponse> {
         let clock = self.http.clock(opts.deadline);
-        let body = to_gemini_request(req).map_err(|e| e.with_provider(&self.http.name))?;
+        // Encoded at once: the translated request is not held while the call waits.
+        let body = self
+            .http
+            .encode(&to_gemini_request(req).map_err(|e| e.with_provider(&self.http.name))?)?;
         let url = self.model_url(&req.model, "generateContent")?;
         let resp = self
             .http
-            .post_json(
+            .post_encoded(
                 url,
-                &body,
+                body,
                 clock.total_at,
                 TimeoutPhase::Total,
                 opts.request_id.as_deref(),
@@ -82,12 +85,14 @@ impl Provider for Gemini {
 
     async fn chat_stream(&self, req: &ChatRequest, opts: &CallOptions) -> Result<ChatStream> {
         let clock = self.http.clock(opts.deadline);
-        let body = to_gemini_request(req).map_err(|e| e.with_provider(&self.http.name))?;
+        let body = self
+            .http
+            .encode(&to_gemini_request(req).map_err(|e| e.with_provider(&self.http.name))?)?;
         let url = self.model_url(&req.model, "streamGenerateContent?alt=sse")?;
         let until = earliest(clock.first_token_at, clock.total_at);
         let resp = self
             .http
-            .post_json(url, &body, until, TimeoutPhase::FirstToken, opts.request_id.as_deref())
+            .post_encoded(url, body, until, TimeoutPhase::FirstToken, opts.request_id.as_deref())
             .await?;
         let name = self.http.name.clone();
         let mut decoder = StreamDecoder::new(&req.model);

@@ -206,7 +206,10 @@ impl HttpUpstream {
 
     /// Sends a request and waits for a successful response's head until
     /// `until`. A non-success status becomes a classified error.
-    async fn send(
+    ///
+    /// Not an `async fn`: the request is built at once, and the future holds
+    /// it alone rather than every argument twice.
+    fn send(
         &self,
         method: http::Method,
         uri: Uri,
@@ -214,7 +217,7 @@ impl HttpUpstream {
         until: Option<Instant>,
         phase: TimeoutPhase,
         request_id: Option<&str>,
-    ) -> Result<UpstreamResponse> {
+    ) -> impl Future<Output = Result<UpstreamResponse>> + Send {
         let mut req = http::Request::new(Full::new(body));
         *req.method_mut() = method;
         *req.uri_mut() = uri;
@@ -230,23 +233,25 @@ impl HttpUpstream {
         if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(id).ok()) {
             req.headers_mut().insert(X_REQUEST_ID, id);
         }
-        let fut = async {
-            let resp = self
-                .pools
-                .transport()
-                .request(req)
-                .await
-                .map_err(|e| classify_transport(&e, phase))?;
-            let status = resp.status();
-            if status.is_success() {
-                return Ok(resp);
-            }
-            let headers = resp.headers().clone();
-            // A body we cannot read whole still classifies by status.
-            let body = read_limited(resp, MAX_ERROR_BODY, true).await.unwrap_or_default();
-            Err(classify_http(status.as_u16(), &headers, &body))
-        };
-        run_until(until, phase, fut).await.map_err(|e| self.tag(e))
+        async move {
+            let fut = async {
+                let resp = self
+                    .pools
+                    .transport()
+                    .request(req)
+                    .await
+                    .map_err(|e| classify_transport(&e, phase))?;
+                let status = resp.status();
+                if status.is_success() {
+                    return Ok(resp);
+                }
+                let headers = resp.headers().clone();
+                // A body we cannot read whole still classifies by status.
+                let body = read_limited(resp, MAX_ERROR_BODY, true).await.unwrap_or_default();
+                Err(classify_http(status.as_u16(), &headers, &body))
+            };
+            run_until(until, phase, fut).await.map_err(|e| self.tag(e))
+        }
     }
 
     /// POSTs JSON.
@@ -258,14 +263,31 @@ impl HttpUpstream {
         phase: TimeoutPhase,
         request_id: Option<&str>,
     ) -> Result<UpstreamResponse> {
-        let bytes = serde_json::to_vec(body).map_err(|e| {
+        let bytes = self.encode(body)?;
+        self.post_encoded(uri, bytes, until, phase, request_id).await
+    }
+
+    /// A request body as JSON. Encoding before the call lets the caller drop
+    /// what it encoded instead of holding it while the call waits.
+    pub fn encode(&self, body: &impl Serialize) -> Result<Bytes> {
+        serde_json::to_vec(body).map(Bytes::from).map_err(|e| {
             self.tag(Error::new(
                 ErrorKind::InvalidRequest,
                 format!("cannot encode request: {e}"),
             ))
-        })?;
-        self.send(http::Method::POST, uri, Bytes::from(bytes), until, phase, request_id)
-            .await
+        })
+    }
+
+    /// POSTs a body made by [`HttpUpstream::encode`].
+    pub fn post_encoded(
+        &self,
+        uri: Uri,
+        body: Bytes,
+        until: Option<Instant>,
+        phase: TimeoutPhase,
+        request_id: Option<&str>,
+    ) -> impl Future<Output = Result<UpstreamResponse>> + Send {
+        self.send(http::Method::POST, uri, body, until, phase, request_id)
     }
 
     /// GETs a URI.

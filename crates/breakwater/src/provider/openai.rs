@@ -82,14 +82,19 @@ impl Provider for OpenAi {
 
     async fn chat(&self, req: &ChatRequest, opts: &CallOptions) -> Result<ChatResponse> {
         let clock = self.http.clock(opts.deadline);
-        let mut body = req.clone();
-        body.stream = None;
-        body.stream_options = None;
+        // Encoded in a block: the request copy is then not held while the
+        // call waits.
+        let body = {
+            let mut body = req.clone();
+            body.stream = None;
+            body.stream_options = None;
+            self.http.encode(&body)?
+        };
         let resp = self
             .http
-            .post_json(
+            .post_encoded(
                 self.chat_url.clone(),
-                &body,
+                body,
                 clock.total_at,
                 TimeoutPhase::Total,
                 opts.request_id.as_deref(),
@@ -106,18 +111,21 @@ impl Provider for OpenAi {
 
     async fn chat_stream(&self, req: &ChatRequest, opts: &CallOptions) -> Result<ChatStream> {
         let clock = self.http.clock(opts.deadline);
-        let mut body = req.clone();
-        body.stream = Some(true);
-        // Always ask for usage: accounting needs it.
-        let mut so = body.stream_options.take().unwrap_or_default();
-        so.include_usage = Some(true);
-        body.stream_options = Some(StreamOptions { ..so });
+        let body = {
+            let mut body = req.clone();
+            body.stream = Some(true);
+            // Always ask for usage: accounting needs it.
+            let mut so = body.stream_options.take().unwrap_or_default();
+            so.include_usage = Some(true);
+            body.stream_options = Some(StreamOptions { ..so });
+            self.http.encode(&body)?
+        };
         let until = earliest(clock.first_token_at, clock.total_at);
         let resp = self
             .http
-            .post_json(
+            .post_encoded(
                 self.chat_url.clone(),
-                &body,
+                body,
                 until,
                 TimeoutPhase::FirstToken,
                 opts.request_id.as_deref(),
