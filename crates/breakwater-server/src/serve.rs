@@ -152,7 +152,10 @@ fn bind(listen: &str, workers: usize) -> std::io::Result<Vec<std::net::TcpListen
         }
         s.set_nonblocking(true)?;
         s.bind(&addr.into())?;
-        s.listen(1024)?;
+        // A deep accept queue (the kernel caps it at `net.core.somaxconn`):
+        // a burst of thousands of clients overflows 1,024, and each dropped
+        // SYN costs its client a second or more.
+        s.listen(4096)?;
         let l: std::net::TcpListener = s.into();
         addr = l.local_addr()?;
         out.push(l);

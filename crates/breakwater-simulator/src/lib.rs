@@ -43,6 +43,22 @@ pub struct SimServer {
     stop: CancellationToken,
 }
 
+/// Listens on `addr` with a deep accept queue: a gateway opening thousands
+/// of upstream streams at once overflows the default of 1,024 (tokio's), and
+/// each dropped SYN costs its client a second or more before it retries.
+/// The kernel caps the depth at `net.core.somaxconn`.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let sock = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    sock.set_reuseaddr(true)?;
+    sock.bind(addr)?;
+    sock.listen(4096)
+}
+
 impl SimServer {
     /// Starts on a free loopback port.
     pub async fn start(config: SimulatorConfig) -> std::io::Result<SimServer> {
@@ -58,7 +74,7 @@ impl SimServer {
         config
             .validate()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        let listener = TcpListener::bind(addr).await?;
+        let listener = listen(addr)?;
         let addr = listener.local_addr()?;
         let engine = Arc::new(SimEngine::new(config));
         let ctx = Ctx {
