@@ -105,6 +105,14 @@ pub fn ratelimit_headers(h: &mut HeaderMap, what: &str, d: &Decision) {
     put(h, reset, &fmt_secs(d.reset_after));
 }
 
+/// A count as a header value; the usual small ones without allocating.
+fn count_value(n: usize) -> HeaderValue {
+    const SMALL: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    SMALL
+        .get(n)
+        .map_or_else(|| HeaderValue::from(n), |s| HeaderValue::from_static(s))
+}
+
 /// The `x-breakwater-*` headers of a call.
 pub fn meta_headers(h: &mut HeaderMap, meta: &CallMeta) {
     put(h, X_REQUEST_ID, &meta.request_id);
@@ -112,7 +120,7 @@ pub fn meta_headers(h: &mut HeaderMap, meta: &CallMeta) {
     if let Some(t) = &meta.target {
         put(h, X_TARGET, t);
     }
-    h.insert(X_ATTEMPTS, HeaderValue::from(meta.upstream_attempts()));
+    h.insert(X_ATTEMPTS, count_value(meta.upstream_attempts()));
     if let Some(d) = &meta.degraded {
         put(h, X_DEGRADED, &d.header_value());
     }
@@ -130,6 +138,13 @@ pub fn meta_headers(h: &mut HeaderMap, meta: &CallMeta) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_become_header_values() {
+        for n in [0usize, 1, 9, 10, 123, usize::MAX] {
+            assert_eq!(count_value(n).to_str().ok(), Some(n.to_string().as_str()));
+        }
+    }
 
     #[test]
     fn controls_parse_and_refuse_bad_timeouts() {

@@ -213,9 +213,8 @@ pub fn estimate_cost(gw: &Gateway, alias: &str, prompt: u64, completion: u64) ->
         .client
         .alias_config(alias)
         .and_then(|m| m.targets.first())
-        .map(|t| t.model.clone())
-        .unwrap_or_default();
-    gw.config.prices.cost(&model, prompt, completion)
+        .map_or("", |t| t.model.as_str());
+    gw.config.prices.cost(model, prompt, completion)
 }
 
 #[cfg(test)]

@@ -19,8 +19,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// `req_` and 16 hex digits, written in place (`format!` would build a
+/// `String` to copy into the `Arc`).
 fn new_request_id() -> Arc<str> {
-    Arc::from(format!("req_{:016x}", rand::random::<u64>()))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = *b"req_0000000000000000";
+    let n = rand::random::<u64>();
+    for (i, b) in id[4..].iter_mut().enumerate() {
+        *b = HEX[((n >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    Arc::from(std::str::from_utf8(&id).unwrap_or("req_0"))
 }
 
 /// Builds the event for the live statistics from a finished call.
@@ -187,7 +195,11 @@ pub fn chat_completions(
                 hold_settle(hold, &out.meta).await;
                 crate::metrics::request("chat", &alias, 200, Some(&out.meta), latency);
                 app.live.record(&event_of(Some(&out.meta), None, latency, false));
-                let body = serde_json::to_vec(&*out.response).unwrap_or_default();
+                // Sized for a typical answer rather than grown from 128 bytes.
+                let mut body = Vec::with_capacity(1024);
+                if serde_json::to_writer(&mut body, &*out.response).is_err() {
+                    body.clear();
+                }
                 let mut resp = (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response();
                 resp.headers_mut().extend(limits);
                 meta_headers(resp.headers_mut(), &out.meta);
@@ -486,4 +498,24 @@ pub async fn models(
         .map(|a| serde_json::json!({"id": a, "object": "model", "created": 0, "owned_by": "breakwater"}))
         .collect();
     axum::Json(serde_json::json!({"object": "list", "data": data})).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn request_ids_are_req_and_sixteen_hex_digits() {
+        let a = super::new_request_id();
+        let b = super::new_request_id();
+        for id in [&a, &b] {
+            assert_eq!(id.len(), 20, "{id}");
+            assert!(id.starts_with("req_"), "{id}");
+            assert!(
+                id[4..]
+                    .bytes()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
+                "{id}"
+            );
+        }
+        assert_ne!(a, b);
+    }
 }

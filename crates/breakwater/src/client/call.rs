@@ -165,6 +165,8 @@ pub(crate) async fn complete(
     let mut r = req.clone();
     r.model.clone_from(&target.model);
     r.stream = None;
+    // Only allowed with `stream` (OpenAI refuses it otherwise).
+    r.stream_options = None;
     let (r, opts) = (&r, call_options(request_id, &o));
     let res = with_retries(inner, target, req, o, &mut log, |adm| {
         let opts = &opts;

@@ -140,7 +140,9 @@ pub(crate) struct Inner {
     cfg: ClientConfig,
     retry: RetryPolicy,
     budget: RetryBudget,
-    aliases: HashMap<String, Arc<Alias>>,
+    /// foldhash: looked up several times per request, where std's SipHash
+    /// showed in profiles.
+    aliases: HashMap<String, Arc<Alias>, foldhash::fast::RandomState>,
     targets: Vec<Arc<Target>>,
     providers: HashMap<String, (DynProvider, Arc<Gate>)>,
     cache: Option<ExactCache>,
@@ -404,7 +406,7 @@ impl ClientBuilder {
         }
         let names: Vec<&str> = self.models.iter().map(|(a, _)| a.as_str()).collect();
         let mut targets: HashMap<Arc<str>, Arc<Target>> = HashMap::new();
-        let mut aliases = HashMap::new();
+        let mut aliases = HashMap::default();
         for (alias, cfg) in &self.models {
             let path = format!("models.{alias}");
             cfg.validate(&path)?;

@@ -75,6 +75,23 @@ pub(crate) fn key_header(settings: &HttpSettings, name: &'static str, prefix: &s
     Ok(h)
 }
 
+/// The `Host` header for a plain `http://` upstream, made once: hyper's
+/// pooled client would otherwise format `host:port` again for every
+/// request. Only for plain HTTP, which is always HTTP/1.1 here; over TLS
+/// the connection may turn out to be HTTP/2, which carries the authority
+/// in `:authority` instead, so the client is left to decide.
+fn plain_http_host(base: &Uri) -> Option<HeaderValue> {
+    if base.scheme_str() != Some("http") {
+        return None;
+    }
+    let host = base.host()?;
+    let value = match base.port_u16() {
+        Some(80) | None => HeaderValue::from_str(host),
+        Some(port) => HeaderValue::from_str(&format!("{host}:{port}")),
+    };
+    value.ok()
+}
+
 /// How many worker runtimes get a connection pool of their own; workers
 /// beyond share by their index modulo this.
 const MAX_POOLS: usize = 64;
@@ -156,6 +173,11 @@ impl HttpUpstream {
                 "base_url",
                 format!("`{base_url}` is not an http:// or https:// URL"),
             ));
+        }
+        if let Some(host) = plain_http_host(&base)
+            && !headers.contains_key(http::header::HOST)
+        {
+            headers.insert(http::header::HOST, host);
         }
         let settings = transport::Settings {
             connect_timeout: s.timeouts.connect(),
@@ -270,12 +292,17 @@ impl HttpUpstream {
     /// A request body as JSON. Encoding before the call lets the caller drop
     /// what it encoded instead of holding it while the call waits.
     pub fn encode(&self, body: &impl Serialize) -> Result<Bytes> {
-        serde_json::to_vec(body).map(Bytes::from).map_err(|e| {
-            self.tag(Error::new(
-                ErrorKind::InvalidRequest,
-                format!("cannot encode request: {e}"),
-            ))
-        })
+        // Sized for a typical request: `to_vec` starts at 128 bytes and
+        // grows by copying.
+        let mut out = Vec::with_capacity(1024);
+        serde_json::to_writer(&mut out, body)
+            .map(|()| Bytes::from(out))
+            .map_err(|e| {
+                self.tag(Error::new(
+                    ErrorKind::InvalidRequest,
+                    format!("cannot encode request: {e}"),
+                ))
+            })
     }
 
     /// POSTs a body made by [`HttpUpstream::encode`].
@@ -410,6 +437,38 @@ async fn read_limited(resp: UpstreamResponse, limit: usize, truncate: bool) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_http_upstreams_get_their_host_header_made_once() {
+        let host = |u: &str| plain_http_host(&u.parse().expect("a URI")).map(|v| v.to_str().expect("text").to_string());
+        assert_eq!(host("http://127.0.0.1:8080/v1").as_deref(), Some("127.0.0.1:8080"));
+        assert_eq!(host("http://llm.internal/v1").as_deref(), Some("llm.internal"));
+        assert_eq!(host("http://llm.internal:80/v1").as_deref(), Some("llm.internal"));
+        assert_eq!(host("http://[::1]:9/v1").as_deref(), Some("[::1]:9"));
+        assert_eq!(
+            host("https://api.openai.com/v1"),
+            None,
+            "TLS may be HTTP/2: left to the client"
+        );
+        let up = HttpUpstream::new(
+            Arc::from("p"),
+            &HttpSettings::new("http://127.0.0.1:1/v1"),
+            HeaderMap::new(),
+        )
+        .expect("an upstream");
+        assert_eq!(
+            up.headers.get(http::header::HOST).map(|v| v.as_bytes()),
+            Some(&b"127.0.0.1:1"[..])
+        );
+        let mut own = HttpSettings::new("http://127.0.0.1:1/v1");
+        own.headers.insert("host".into(), "gateway.example".into());
+        let up = HttpUpstream::new(Arc::from("p"), &own, HeaderMap::new()).expect("an upstream");
+        assert_eq!(
+            up.headers.get(http::header::HOST).map(|v| v.as_bytes()),
+            Some(&b"gateway.example"[..]),
+            "a configured Host header wins"
+        );
+    }
 
     #[test]
     fn each_worker_gets_its_own_connection_pool() {

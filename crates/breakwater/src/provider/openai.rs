@@ -82,9 +82,12 @@ impl Provider for OpenAi {
 
     async fn chat(&self, req: &ChatRequest, opts: &CallOptions) -> Result<ChatResponse> {
         let clock = self.http.clock(opts.deadline);
-        // Encoded in a block: the request copy is then not held while the
-        // call waits.
-        let body = {
+        // Encoded in a block: a request copy is then not held while the
+        // call waits. The client's call path has already cleared the stream
+        // fields, so the copy is rarely needed.
+        let body = if req.stream.is_none() && req.stream_options.is_none() {
+            self.http.encode(req)?
+        } else {
             let mut body = req.clone();
             body.stream = None;
             body.stream_options = None;

@@ -11,64 +11,85 @@ pub type Extra = Map<String, Value>;
 /// Every field OpenAI documents that changes routing, caching or translation
 /// is modelled; anything else a client sends lands in [`ChatRequest::extra`]
 /// and is passed upstream unchanged.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ChatRequest {
     /// The model alias (at the gateway) or upstream model name (at a provider).
     pub model: String,
     /// The conversation so far.
     pub messages: Vec<Message>,
     /// Sampling temperature, 0–2.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
     /// Nucleus sampling mass.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub top_p: Option<f64>,
     /// Number of choices to generate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub n: Option<u32>,
     /// Whether the reply is streamed as server-sent events.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
     /// Streaming options (`include_usage`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stream_options: Option<StreamOptions>,
     /// Stop sequences.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stop: Option<Stop>,
     /// Legacy cap on generated tokens.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u32>,
     /// Cap on generated tokens (newer name, includes reasoning tokens).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_completion_tokens: Option<u32>,
     /// Presence penalty, −2–2.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub presence_penalty: Option<f64>,
     /// Frequency penalty, −2–2.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub frequency_penalty: Option<f64>,
     /// Seed for best-effort deterministic sampling.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<i64>,
     /// End-user identifier.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// Tools the model may call.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tools: Option<Vec<Tool>>,
     /// How the model chooses tools.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_choice: Option<ToolChoice>,
     /// Whether several tool calls may come in one turn.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub parallel_tool_calls: Option<bool>,
     /// Output format: text, any JSON object, or JSON matching a schema.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub response_format: Option<ResponseFormat>,
     /// Everything else the client sent.
     #[serde(flatten)]
     pub extra: Extra,
 }
+
+deserialize_with_extra!(ChatRequest {
+    model: "model" => required,
+    messages: "messages" => required,
+    temperature: "temperature" => default,
+    top_p: "top_p" => default,
+    n: "n" => default,
+    stream: "stream" => default,
+    stream_options: "stream_options" => default,
+    stop: "stop" => default,
+    max_tokens: "max_tokens" => default,
+    max_completion_tokens: "max_completion_tokens" => default,
+    presence_penalty: "presence_penalty" => default,
+    frequency_penalty: "frequency_penalty" => default,
+    seed: "seed" => default,
+    user: "user" => default,
+    tools: "tools" => default,
+    tool_choice: "tool_choice" => default,
+    parallel_tool_calls: "parallel_tool_calls" => default,
+    response_format: "response_format" => default,
+});
 
 impl ChatRequest {
     /// A request with one user message.
@@ -125,24 +146,34 @@ impl ChatRequest {
 }
 
 /// Streaming options.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct StreamOptions {
     /// Send a last chunk with `usage` and no choices.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub include_usage: Option<bool>,
     /// Other options.
     #[serde(flatten)]
     pub extra: Extra,
 }
 
+deserialize_with_extra!(StreamOptions {
+    include_usage: "include_usage" => default,
+});
+
 /// One stop sequence or several.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Stop {
     /// A single stop sequence.
     One(String),
     /// Up to four stop sequences.
     Many(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for Stop {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        super::de::string_or_seq(d, "a stop sequence or a list of them", Stop::One, Stop::Many)
+    }
 }
 
 impl Stop {
@@ -188,29 +219,37 @@ impl Role {
 }
 
 /// A message of the conversation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Message {
     /// Who wrote it.
     pub role: Role,
     /// Text or content parts; `None` for an assistant turn that only calls tools.
-    #[serde(default)]
     pub content: Option<Content>,
     /// Optional participant name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Tool calls made by the assistant.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCall>>,
     /// For `role: tool`, the call this message answers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
     /// A refusal by the model.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub refusal: Option<String>,
     /// Everything else.
     #[serde(flatten)]
     pub extra: Extra,
 }
+
+deserialize_with_extra!(Message {
+    role: "role" => required,
+    content: "content" => default,
+    name: "name" => default,
+    tool_calls: "tool_calls" => default,
+    tool_call_id: "tool_call_id" => default,
+    refusal: "refusal" => default,
+});
 
 impl Message {
     /// A message with plain text content.
@@ -256,13 +295,19 @@ impl Message {
 }
 
 /// Message content: a string or a list of typed parts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Content {
     /// Plain text.
     Text(String),
     /// Typed parts (text, images, audio, …).
     Parts(Vec<ContentPart>),
+}
+
+impl<'de> Deserialize<'de> for Content {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        super::de::string_or_seq(d, "a string or a list of content parts", Content::Text, Content::Parts)
+    }
 }
 
 impl Content {
@@ -292,21 +337,27 @@ impl Content {
 }
 
 /// One part of a multi-part content.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ContentPart {
     /// `text`, `image_url`, `input_audio`, `file`, `refusal`…
     #[serde(rename = "type")]
     pub kind: String,
     /// The text, for `type: text` (and `refusal`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
     /// The image, for `type: image_url`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub image_url: Option<ImageUrl>,
     /// Everything else.
     #[serde(flatten)]
     pub extra: Extra,
 }
+
+deserialize_with_extra!(ContentPart {
+    kind: "type" => required,
+    text: "text" => default,
+    image_url: "image_url" => default,
+});
 
 impl ContentPart {
     /// A text part.
@@ -331,10 +382,10 @@ pub struct ImageUrl {
 }
 
 /// A tool definition.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Tool {
     /// Always `function` today.
-    #[serde(rename = "type", default = "function_type")]
+    #[serde(rename = "type")]
     pub kind: String,
     /// The function.
     pub function: FunctionDef,
@@ -342,6 +393,11 @@ pub struct Tool {
     #[serde(flatten)]
     pub extra: Extra,
 }
+
+deserialize_with_extra!(Tool {
+    kind: "type" => function_type,
+    function: "function" => required,
+});
 
 fn function_type() -> String {
     "function".to_string()
@@ -365,23 +421,30 @@ impl Tool {
 }
 
 /// A function the model may call.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FunctionDef {
     /// Its name.
     pub name: String,
     /// What it does.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// JSON Schema of its arguments.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub parameters: Option<Value>,
     /// Strict schema adherence.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub strict: Option<bool>,
     /// Everything else.
     #[serde(flatten)]
     pub extra: Extra,
 }
+
+deserialize_with_extra!(FunctionDef {
+    name: "name" => required,
+    description: "description" => default,
+    parameters: "parameters" => default,
+    strict: "strict" => default,
+});
 
 /// How the model picks tools.
 #[derive(Debug, Clone, PartialEq)]
@@ -574,27 +637,32 @@ impl<'de> Deserialize<'de> for FinishReason {
 }
 
 /// Token usage of one call.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Usage {
     /// Tokens in the prompt.
-    #[serde(default)]
     pub prompt_tokens: u32,
     /// Tokens generated.
-    #[serde(default)]
     pub completion_tokens: u32,
     /// Their sum.
-    #[serde(default)]
     pub total_tokens: u32,
     /// Breakdown of prompt tokens (`cached_tokens`, …).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub prompt_tokens_details: Option<Value>,
     /// Breakdown of completion tokens (`reasoning_tokens`, …).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub completion_tokens_details: Option<Value>,
     /// Everything else.
     #[serde(flatten)]
     pub extra: Extra,
 }
+
+deserialize_with_extra!(Usage {
+    prompt_tokens: "prompt_tokens" => default,
+    completion_tokens: "completion_tokens" => default,
+    total_tokens: "total_tokens" => default,
+    prompt_tokens_details: "prompt_tokens_details" => default,
+    completion_tokens_details: "completion_tokens_details" => default,
+});
 
 impl Usage {
     /// Usage from prompt and completion counts.
@@ -609,31 +677,38 @@ impl Usage {
 }
 
 /// A complete chat-completions response.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChatResponse {
     /// Response id.
     pub id: String,
     /// `chat.completion`.
-    #[serde(default = "object_completion")]
     pub object: String,
     /// Unix seconds.
-    #[serde(default)]
     pub created: u64,
     /// The model that answered.
-    #[serde(default)]
     pub model: String,
     /// The choices.
     pub choices: Vec<Choice>,
     /// Token usage.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
     /// Backend configuration fingerprint.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub system_fingerprint: Option<String>,
     /// Everything else.
     #[serde(flatten)]
     pub extra: Extra,
 }
+
+deserialize_with_extra!(ChatResponse {
+    id: "id" => required,
+    object: "object" => object_completion,
+    created: "created" => default,
+    model: "model" => default,
+    choices: "choices" => required,
+    usage: "usage" => default,
+    system_fingerprint: "system_fingerprint" => default,
+});
 
 fn object_completion() -> String {
     "chat.completion".to_string()
@@ -660,51 +735,62 @@ impl ChatResponse {
 }
 
 /// One choice of a response.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Choice {
     /// Position among the choices.
-    #[serde(default)]
     pub index: u32,
     /// The assistant message.
     pub message: Message,
     /// Why it stopped.
-    #[serde(default)]
     pub finish_reason: Option<FinishReason>,
     /// Log probabilities, when asked for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<Value>,
     /// Everything else.
     #[serde(flatten)]
     pub extra: Extra,
 }
 
+deserialize_with_extra!(Choice {
+    index: "index" => default,
+    message: "message" => required,
+    finish_reason: "finish_reason" => default,
+    logprobs: "logprobs" => default,
+});
+
 /// A streamed chunk (`chat.completion.chunk`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChatChunk {
     /// Response id, the same in every chunk.
     pub id: String,
     /// `chat.completion.chunk`.
-    #[serde(default = "object_chunk")]
     pub object: String,
     /// Unix seconds.
-    #[serde(default)]
     pub created: u64,
     /// The model that answers.
-    #[serde(default)]
     pub model: String,
     /// Deltas per choice; empty in the final usage chunk.
-    #[serde(default)]
     pub choices: Vec<ChunkChoice>,
     /// Usage, in the last chunk when asked for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
     /// Backend configuration fingerprint.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub system_fingerprint: Option<String>,
     /// Everything else.
     #[serde(flatten)]
     pub extra: Extra,
 }
+
+deserialize_with_extra!(ChatChunk {
+    id: "id" => required,
+    object: "object" => object_chunk,
+    created: "created" => default,
+    model: "model" => default,
+    choices: "choices" => default,
+    usage: "usage" => default,
+    system_fingerprint: "system_fingerprint" => default,
+});
 
 fn object_chunk() -> String {
     "chat.completion.chunk".to_string()
@@ -764,24 +850,31 @@ pub struct ChunkChoice {
 }
 
 /// What a chunk adds to a message.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Delta {
     /// Set in the first chunk.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<Role>,
     /// More text.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
     /// More of a refusal.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub refusal: Option<String>,
     /// Tool-call fragments.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCallDelta>>,
     /// Everything else (e.g. `reasoning_content`).
     #[serde(flatten)]
     pub extra: Extra,
 }
+
+deserialize_with_extra!(Delta {
+    role: "role" => default,
+    content: "content" => default,
+    refusal: "refusal" => default,
+    tool_calls: "tool_calls" => default,
+});
 
 /// A fragment of a tool call in a stream.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

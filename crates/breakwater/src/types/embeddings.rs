@@ -4,25 +4,33 @@ use super::chat::Extra;
 use serde::{Deserialize, Serialize};
 
 /// An embeddings request (`POST /v1/embeddings`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EmbeddingRequest {
     /// Model alias or upstream model.
     pub model: String,
     /// What to embed.
     pub input: EmbeddingInput,
     /// `float` (default) or `base64`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub encoding_format: Option<String>,
     /// Output dimensions, for models that allow shortening.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub dimensions: Option<u32>,
     /// End-user identifier.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// Everything else.
     #[serde(flatten)]
     pub extra: Extra,
 }
+
+deserialize_with_extra!(EmbeddingRequest {
+    model: "model" => required,
+    input: "input" => required,
+    encoding_format: "encoding_format" => default,
+    dimensions: "dimensions" => default,
+    user: "user" => default,
+});
 
 impl EmbeddingRequest {
     /// A request for the given texts.
@@ -78,23 +86,27 @@ impl EmbeddingInput {
 }
 
 /// An embeddings response.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EmbeddingResponse {
     /// `list`.
-    #[serde(default = "object_list")]
     pub object: String,
     /// One embedding per input, in input order.
     pub data: Vec<Embedding>,
     /// The model that answered.
-    #[serde(default)]
     pub model: String,
     /// Token usage.
-    #[serde(default)]
     pub usage: EmbeddingUsage,
     /// Everything else.
     #[serde(flatten)]
     pub extra: Extra,
 }
+
+deserialize_with_extra!(EmbeddingResponse {
+    object: "object" => object_list,
+    data: "data" => required,
+    model: "model" => default,
+    usage: "usage" => default,
+});
 
 #[cfg(test)]
 mod tests {

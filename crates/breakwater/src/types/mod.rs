@@ -3,6 +3,8 @@
 //! from). Unknown fields survive a round trip in each type's `extra`.
 
 mod assemble;
+#[macro_use]
+pub(crate) mod de;
 mod chat;
 mod embeddings;
 
