@@ -27,13 +27,19 @@ const MAX_REQUEST_ID: usize = 128;
 
 /// Reads the controls; a malformed timeout is an error naming the header.
 pub fn parse(h: &HeaderMap) -> Result<Controls, Error> {
-    let s = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
-    let request_id = s("x-request-id")
+    // Looked up by `HeaderName`: a `&str` name is parsed and checked again
+    // on every lookup.
+    let s = |name: &HeaderName| h.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let request_id = s(&X_REQUEST_ID)
         .filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(Arc::from);
-    let cache_control = CacheControl::parse_all(h.get_all("cache-control").iter().filter_map(|v| v.to_str().ok()));
-    let idempotency_key = s("idempotency-key").filter(|v| !v.is_empty()).map(str::to_string);
-    let timeout = match s("x-breakwater-timeout-ms") {
+    let cache_control = CacheControl::parse_all(
+        h.get_all(http::header::CACHE_CONTROL)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    );
+    let idempotency_key = s(&IDEMPOTENCY_KEY).filter(|v| !v.is_empty()).map(str::to_string);
+    let timeout = match s(&X_TIMEOUT_MS) {
         None => None,
         Some(v) => match v.parse::<u64>() {
             Ok(ms) if ms > 0 && ms <= 3_600_000 => Some(Duration::from_millis(ms)),
@@ -63,6 +69,8 @@ const X_DEGRADED: HeaderName = HeaderName::from_static("x-breakwater-degraded");
 const X_HEDGED: HeaderName = HeaderName::from_static("x-breakwater-hedged");
 const X_COALESCED: HeaderName = HeaderName::from_static("x-breakwater-coalesced");
 const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+const X_TIMEOUT_MS: HeaderName = HeaderName::from_static("x-breakwater-timeout-ms");
 const LIMIT_REQUESTS: [HeaderName; 3] = [
     HeaderName::from_static("x-ratelimit-limit-requests"),
     HeaderName::from_static("x-ratelimit-remaining-requests"),

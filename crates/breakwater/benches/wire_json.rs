@@ -36,6 +36,12 @@ fn benches(c: &mut Criterion) {
     c.bench_function("parse chat response", |b| {
         b.iter(|| serde_json::from_str::<ChatResponse>(black_box(RESPONSE)).unwrap())
     });
+    c.bench_function("parse chat response from bytes, serde_json::from_slice", |b| {
+        b.iter(|| serde_json::from_slice::<ChatResponse>(black_box(RESPONSE.as_bytes())).unwrap())
+    });
+    c.bench_function("parse chat response from bytes, from_json_bytes", |b| {
+        b.iter(|| breakwater::types::from_json_bytes::<ChatResponse>(black_box(RESPONSE.as_bytes())).unwrap())
+    });
     c.bench_function("parse stream chunk", |b| {
         b.iter(|| serde_json::from_str::<ChatChunk>(black_box(CHUNK)).unwrap())
     });

@@ -51,7 +51,7 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Err
     }
     // The plain parser is several times faster than the path-tracking one,
     // which runs again only to name the field of an error.
-    if let Ok(v) = serde_json::from_slice(bytes) {
+    if let Ok(v) = breakwater::types::from_json_bytes(bytes) {
         return Ok(v);
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);

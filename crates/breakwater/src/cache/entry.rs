@@ -72,7 +72,7 @@ impl Entry {
             return None;
         }
         let u = |i: usize| -> Option<u64> { Some(u64::from_le_bytes(bytes.get(i..i + 8)?.try_into().ok()?)) };
-        let response: ChatResponse = serde_json::from_slice(&bytes[HEADER..]).ok()?;
+        let response: ChatResponse = crate::types::from_json_bytes(&bytes[HEADER..]).ok()?;
         Some(Entry {
             response: Arc::new(response),
             stored_at_ms: u(3)?,

@@ -144,27 +144,28 @@ impl CallMeta {
 
     /// Retries: attempts beyond the first at each target.
     pub fn retries(&self) -> usize {
-        let mut seen: Vec<&str> = Vec::new();
-        let mut retries = 0;
-        for a in self.attempts.iter().filter(|a| !a.local && !a.hedge) {
-            if seen.contains(&&*a.target) {
-                retries += 1;
-            } else {
-                seen.push(&a.target);
-            }
-        }
-        retries
+        // Attempts are few: compare with the earlier ones in place rather
+        // than collect them (this runs for every request).
+        let counted = |a: &&AttemptRecord| !a.local && !a.hedge;
+        self.attempts
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| counted(a))
+            .filter(|(i, a)| self.attempts[..*i].iter().filter(counted).any(|b| b.target == a.target))
+            .count()
     }
 
     /// Failovers: how many times a further target was tried.
     pub fn failovers(&self) -> usize {
-        let mut targets: Vec<&str> = Vec::new();
-        for a in self.attempts.iter().filter(|a| !a.hedge) {
-            if !targets.contains(&&*a.target) {
-                targets.push(&a.target);
-            }
-        }
-        targets.len().saturating_sub(1)
+        let counted = |a: &&AttemptRecord| !a.hedge;
+        let targets = self
+            .attempts
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| counted(a))
+            .filter(|(i, a)| !self.attempts[..*i].iter().filter(counted).any(|b| b.target == a.target))
+            .count();
+        targets.saturating_sub(1)
     }
 }
 
@@ -256,5 +257,28 @@ mod tests {
         let mut m = CallMeta::new(Arc::from("r"), "fast");
         m.attempts = attempts;
         assert_eq!((m.retries(), m.failovers(), m.upstream_attempts()), (1, 1, 3));
+    }
+
+    #[test]
+    fn hedges_and_local_refusals_are_not_retries() {
+        let t = |s: &str| -> Arc<str> { Arc::from(s) };
+        let (a, b, c) = (t("a"), t("b"), t("c"));
+        let e = Error::new(ErrorKind::ServerError, "boom");
+        let d = Duration::from_millis(1);
+        let mut m = CallMeta::new(Arc::from("r"), "m");
+        m.attempts = vec![
+            AttemptRecord::failed(&a, &e, d, false, false),
+            AttemptRecord::failed(&a, &e, d, true, false), // a hedge at a
+            AttemptRecord::failed(&b, &e, d, false, false),
+            AttemptRecord::failed(&a, &e, d, false, false), // a retry at a
+            AttemptRecord::failed(&b, &e, d, false, true),  // refused locally at b
+            AttemptRecord::ok(&c, d, false),
+        ];
+        assert_eq!(m.retries(), 1);
+        assert_eq!(m.failovers(), 2, "a, then b, then c");
+        m.attempts.truncate(1);
+        assert_eq!((m.retries(), m.failovers()), (0, 0));
+        m.attempts.clear();
+        assert_eq!((m.retries(), m.failovers()), (0, 0));
     }
 }

@@ -375,7 +375,7 @@ fn body_error(e: &hyper::Error) -> Error {
 /// Parses a JSON body; an `{"error": …}` body with a 200 (some compatible
 /// servers do this) is classified as the error it reports.
 pub(crate) fn parse_json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
-    match serde_json::from_slice::<T>(body) {
+    match crate::types::from_json_bytes::<T>(body) {
         Ok(v) => Ok(v),
         Err(e) => {
             if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body)

@@ -10,6 +10,7 @@ mod embeddings;
 
 pub use assemble::{StreamAssembler, response_to_chunks};
 pub use chat::*;
+pub use de::from_json_bytes;
 pub use embeddings::*;
 
 /// Seconds since the Unix epoch, for `created` fields.
