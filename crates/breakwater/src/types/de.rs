@@ -110,6 +110,7 @@ macro_rules! deserialize_with_extra {
         $make()
     };
 }
+pub(crate) use deserialize_with_extra;
 
 /// Deserializes a value that is either a string (`one`) or an array of `E`
 /// (`many`), what `#[serde(untagged)]` would do without buffering the value

@@ -1,11 +1,12 @@
 //! Anthropic Messages API wire types.
 
 use crate::types::Extra;
-use serde::{Deserialize, Serialize};
+use crate::types::de::deserialize_with_extra;
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 /// `POST /v1/messages` body.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MessagesRequest {
     /// Model name.
     pub model: String,
@@ -14,36 +15,51 @@ pub struct MessagesRequest {
     /// Required cap on generated tokens.
     pub max_tokens: u32,
     /// System prompt: a string or text blocks.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub system: Option<AnthropicContent>,
     /// Stop sequences.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_sequences: Option<Vec<String>>,
     /// Sampling temperature, 0–1.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
     /// Nucleus sampling.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub top_p: Option<f64>,
     /// Top-k sampling.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub top_k: Option<u32>,
     /// Stream the answer as events.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
     /// Tools.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tools: Option<Vec<AnthropicTool>>,
     /// Tool choice: `{type: auto|any|tool|none, name?, disable_parallel_tool_use?}`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_choice: Option<Value>,
     /// `{user_id}`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Value>,
     /// Everything else (`thinking`, `service_tier`, …).
     #[serde(flatten)]
     pub extra: Extra,
 }
+
+deserialize_with_extra!(MessagesRequest {
+    model: "model" => required,
+    messages: "messages" => required,
+    max_tokens: "max_tokens" => required,
+    system: "system" => default,
+    stop_sequences: "stop_sequences" => default,
+    temperature: "temperature" => default,
+    top_p: "top_p" => default,
+    top_k: "top_k" => default,
+    stream: "stream" => default,
+    tools: "tools" => default,
+    tool_choice: "tool_choice" => default,
+    metadata: "metadata" => default,
+});
 
 /// One turn.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,13 +71,24 @@ pub struct AnthropicMessage {
 }
 
 /// A string or a list of blocks.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum AnthropicContent {
     /// Plain text.
     Text(String),
     /// Content blocks.
     Blocks(Vec<Block>),
+}
+
+impl<'de> Deserialize<'de> for AnthropicContent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        crate::types::de::string_or_seq(
+            d,
+            "a string or a list of content blocks",
+            AnthropicContent::Text,
+            AnthropicContent::Blocks,
+        )
+    }
 }
 
 impl AnthropicContent {
@@ -89,42 +116,55 @@ impl AnthropicContent {
 
 /// A content block: `text`, `image`, `tool_use`, `tool_result`, `thinking`, …
 /// One struct for every type, so unknown types survive.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct Block {
     /// The block type.
     #[serde(rename = "type")]
     pub kind: String,
     /// `text` blocks.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
     /// `tool_use` id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     /// `tool_use` name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// `tool_use` input.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub input: Option<Value>,
     /// `tool_result`: the call answered.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_use_id: Option<String>,
     /// `tool_result` content.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<AnthropicContent>,
     /// `tool_result` failure flag.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub is_error: Option<bool>,
     /// `image` source: `{type: base64, media_type, data}` or `{type: url, url}`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<Value>,
     /// `thinking` text.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub thinking: Option<String>,
     /// Everything else (`cache_control`, `signature`, `citations`…).
     #[serde(flatten)]
     pub extra: Extra,
 }
+
+deserialize_with_extra!(Block {
+    kind: "type" => required,
+    text: "text" => default,
+    id: "id" => default,
+    name: "name" => default,
+    input: "input" => default,
+    tool_use_id: "tool_use_id" => default,
+    content: "content" => default,
+    is_error: "is_error" => default,
+    source: "source" => default,
+    thinking: "thinking" => default,
+});
 
 impl Block {
     /// A text block.
@@ -149,20 +189,25 @@ impl Block {
 }
 
 /// A tool definition.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AnthropicTool {
     /// Name.
     pub name: String,
     /// What it does.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// JSON Schema of the input.
-    #[serde(default = "empty_object_schema")]
     pub input_schema: Value,
     /// Everything else (`type` of server tools, `cache_control`).
     #[serde(flatten)]
     pub extra: Extra,
 }
+
+deserialize_with_extra!(AnthropicTool {
+    name: "name" => required,
+    description: "description" => default,
+    input_schema: "input_schema" => empty_object_schema,
+});
 
 /// `{"type": "object", "properties": {}}`.
 pub fn empty_object_schema() -> Value {
@@ -170,35 +215,40 @@ pub fn empty_object_schema() -> Value {
 }
 
 /// A complete Messages response.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MessagesResponse {
     /// `msg_…`.
     pub id: String,
     /// `message`.
-    #[serde(rename = "type", default = "message_type")]
+    #[serde(rename = "type")]
     pub kind: String,
     /// `assistant`.
-    #[serde(default = "assistant_role")]
     pub role: String,
     /// The answer's blocks.
-    #[serde(default)]
     pub content: Vec<Block>,
     /// Model that answered.
-    #[serde(default)]
     pub model: String,
     /// `end_turn`, `max_tokens`, `stop_sequence`, `tool_use`, `pause_turn`, `refusal`.
-    #[serde(default)]
     pub stop_reason: Option<String>,
     /// The stop sequence that matched.
-    #[serde(default)]
     pub stop_sequence: Option<String>,
     /// Token usage.
-    #[serde(default)]
     pub usage: AnthropicUsage,
     /// Everything else.
     #[serde(flatten)]
     pub extra: Extra,
 }
+
+deserialize_with_extra!(MessagesResponse {
+    id: "id" => required,
+    kind: "type" => message_type,
+    role: "role" => assistant_role,
+    content: "content" => default,
+    model: "model" => default,
+    stop_reason: "stop_reason" => default,
+    stop_sequence: "stop_sequence" => default,
+    usage: "usage" => default,
+});
 
 fn message_type() -> String {
     "message".into()
@@ -209,24 +259,29 @@ fn assistant_role() -> String {
 }
 
 /// Token usage.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct AnthropicUsage {
     /// Uncached input tokens.
-    #[serde(default)]
     pub input_tokens: u32,
     /// Output tokens.
-    #[serde(default)]
     pub output_tokens: u32,
     /// Input tokens written to the prompt cache.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_creation_input_tokens: Option<u32>,
     /// Input tokens read from the prompt cache.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_read_input_tokens: Option<u32>,
     /// Everything else.
     #[serde(flatten)]
     pub extra: Extra,
 }
+
+deserialize_with_extra!(AnthropicUsage {
+    input_tokens: "input_tokens" => default,
+    output_tokens: "output_tokens" => default,
+    cache_creation_input_tokens: "cache_creation_input_tokens" => default,
+    cache_read_input_tokens: "cache_read_input_tokens" => default,
+});
 
 /// A streamed event's data. Unknown event types deserialize as `Unknown`
 /// via [`StreamEvent::parse`], so new event types never break a stream.
@@ -324,24 +379,31 @@ impl StreamEvent {
 }
 
 /// The addition of a `content_block_delta`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct BlockDelta {
     /// `text_delta`, `input_json_delta`, `thinking_delta`, `signature_delta`, …
     #[serde(rename = "type")]
     pub kind: String,
     /// `text_delta`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
     /// `input_json_delta`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub partial_json: Option<String>,
     /// `thinking_delta`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub thinking: Option<String>,
     /// Everything else.
     #[serde(flatten)]
     pub extra: Extra,
 }
+
+deserialize_with_extra!(BlockDelta {
+    kind: "type" => required,
+    text: "text" => default,
+    partial_json: "partial_json" => default,
+    thinking: "thinking" => default,
+});
 
 /// The body of `message_delta`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -352,4 +414,54 @@ pub struct MessageDeltaBody {
     /// The matched stop sequence.
     #[serde(default)]
     pub stop_sequence: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn requests_parse_with_defaults_and_keep_unknown_fields() {
+        let v = json!({
+            "model": "claude", "max_tokens": 64, "metadata": {"user_id": "u"}, "service_tier": "auto",
+            "system": [{"type": "text", "text": "be brief", "cache_control": {"type": "ephemeral"}}],
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {"a": 1}}]}
+            ],
+            "tools": [{"name": "f"}]
+        });
+        let text = v.to_string();
+        let r: MessagesRequest = serde_json::from_str(&text).expect("parses");
+        assert_eq!(r.extra.get("service_tier"), Some(&json!("auto")));
+        assert!(matches!(&r.messages[0].content, AnthropicContent::Text(t) if t == "hi"));
+        assert!(matches!(&r.system, Some(AnthropicContent::Blocks(b)) if b[0].extra.contains_key("cache_control")));
+        assert_eq!(r.tools.as_ref().expect("tools")[0].input_schema, empty_object_schema());
+        // What came in goes out again (the tool gains its default schema).
+        let mut back = serde_json::to_value(&r).expect("encodes");
+        back["tools"][0].as_object_mut().expect("a tool").remove("input_schema");
+        assert_eq!(back, v);
+        let e = serde_json::from_str::<MessagesRequest>(r#"{"model":"m","messages":[]}"#).expect_err("no max_tokens");
+        assert!(e.to_string().starts_with("missing field `max_tokens`"), "{e}");
+        let e = serde_json::from_str::<MessagesRequest>(
+            r#"{"model":"m","max_tokens":1,"messages":[{"role":"user","content":7}]}"#,
+        )
+        .expect_err("a number as content");
+        assert!(e.to_string().contains("a string or a list of content blocks"), "{e}");
+    }
+
+    #[test]
+    fn responses_fill_in_their_defaults() {
+        let r: MessagesResponse = serde_json::from_str(
+            r#"{"id":"msg_1","content":[{"type":"text","text":"ok"}],"usage":{"input_tokens":3,"output_tokens":1,"server_tool_use":{}}}"#,
+        )
+        .expect("parses");
+        assert_eq!((r.kind.as_str(), r.role.as_str()), ("message", "assistant"));
+        assert_eq!((r.usage.input_tokens, r.usage.output_tokens), (3, 1));
+        assert!(r.usage.extra.contains_key("server_tool_use"));
+        assert_eq!(r.stop_reason, None);
+        let d: BlockDelta = serde_json::from_str(r#"{"type":"text_delta","text":"x"}"#).expect("a delta");
+        assert_eq!(d.text.as_deref(), Some("x"));
+    }
 }
