@@ -41,6 +41,7 @@ pub mod error;
 pub mod idempotency;
 pub mod mode;
 pub mod policy;
+pub mod prehashed;
 pub mod provider;
 pub mod redis_store;
 pub mod route;

@@ -5,10 +5,10 @@
 //! series is registered once; afterwards an update hashes the borrowed label
 //! values, finds the handle under a read lock and increments it.
 
+use breakwater::prehashed::PrehashedMap;
 use foldhash::fast::RandomState;
 use metrics::{Counter, Histogram, Label};
-use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::{LazyLock, RwLock};
 
 /// One registered series: its name, label values and handle.
@@ -23,34 +23,15 @@ struct Series<H> {
 /// per process, so label values a client chooses cannot aim at one bucket.
 struct Table<H> {
     hasher: RandomState,
-    map: RwLock<HashMap<u64, Vec<Series<H>>, BuildHasherDefault<Prehashed>>>,
-}
-
-/// The table's keys are hashes already: hashing them again (std's SipHash
-/// by default) cost more than the rest of the lookup.
-#[derive(Default)]
-struct Prehashed(u64);
-
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // Only u64 keys are hashed here; kept correct for anything else.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
+    /// Keyed by the hash already made: no second hashing.
+    map: RwLock<PrehashedMap<Vec<Series<H>>>>,
 }
 
 impl<H: Clone> Table<H> {
     fn new() -> Self {
         Table {
             hasher: RandomState::default(),
-            map: RwLock::new(HashMap::default()),
+            map: RwLock::new(PrehashedMap::default()),
         }
     }
 

@@ -18,8 +18,7 @@
 use super::algo::{Params, State, Verdict};
 use super::{Decision, LimitSpec, LimiterStore, Ticket};
 use crate::redis_store::{FailurePolicy, RedisUnavailable};
-use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -43,25 +42,8 @@ impl Default for MemoryOptions {
     }
 }
 
-/// Keys are already hashes: pass them through.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-type Map = HashMap<u64, State, BuildHasherDefault<IdHasher>>;
+/// Keys are already hashes.
+type Map = crate::prehashed::PrehashedMap<State>;
 
 #[derive(Debug, Default)]
 struct Shard {
