@@ -298,6 +298,10 @@ impl TransportFacts {
             if let Some(h) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
                 f.connect |= h.is_connect();
             }
+            if let Some(h) = e.downcast_ref::<crate::provider::H1Error>() {
+                f.connect |= h.is_connect();
+                f.broken_body |= h.is_incomplete();
+            }
             if let Some(h) = e.downcast_ref::<hyper::Error>() {
                 f.timed_out |= h.is_timeout();
                 f.broken_body |= h.is_incomplete_message() || h.is_body_write_aborted() || h.is_closed();

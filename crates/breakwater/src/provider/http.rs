@@ -11,7 +11,7 @@ use crate::sse::{SseEvent, SseItem, SseStream};
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
-use http_body_util::{BodyDataStream, BodyExt, Full};
+use http_body_util::{BodyDataStream, BodyExt};
 use hyper_util::client::proxy::matcher::Matcher;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -240,7 +240,7 @@ impl HttpUpstream {
         phase: TimeoutPhase,
         request_id: Option<&str>,
     ) -> impl Future<Output = Result<UpstreamResponse>> + Send {
-        let mut req = http::Request::new(Full::new(body));
+        let mut req = http::Request::new(body);
         *req.method_mut() = method;
         *req.uri_mut() = uri;
         let h = req.headers_mut();
@@ -262,7 +262,7 @@ impl HttpUpstream {
                     .transport()
                     .request(req)
                     .await
-                    .map_err(|e| classify_transport(&e, phase))?;
+                    .map_err(|e| classify_transport(&*e, phase))?;
                 let status = resp.status();
                 if status.is_success() {
                     return Ok(resp);
@@ -351,7 +351,7 @@ impl HttpUpstream {
             SseItem::Invalid(e) => {
                 Err(Error::new(ErrorKind::UpstreamUnparseable, format!("bad event stream: {e}")).with_provider(&name))
             }
-            SseItem::Transport(e) => Err(body_error(&e).with_provider(&name)),
+            SseItem::Transport(e) => Err(body_error(&*e).with_provider(&name)),
         })
     }
 }
@@ -364,7 +364,7 @@ fn parse_uri(url: &str) -> Result<Uri> {
 }
 
 /// A failure reading an answer's body: the connection broke mid-answer.
-fn body_error(e: &hyper::Error) -> Error {
+fn body_error(e: &(dyn std::error::Error + 'static)) -> Error {
     let mut err = classify_transport(e, TimeoutPhase::Idle);
     if err.kind == ErrorKind::Network && err.cause == Some(TransportCause::Other) {
         err.cause = Some(TransportCause::ConnectionReset);
@@ -400,7 +400,7 @@ async fn read_limited(resp: UpstreamResponse, limit: usize, truncate: bool) -> R
             None => break,
             Some(Ok(f)) => f,
             Some(Err(e)) => {
-                let mut err = body_error(&e);
+                let mut err = body_error(&*e);
                 if err.kind == ErrorKind::Timeout {
                     err.phase = Some(TimeoutPhase::Total);
                 }

@@ -5,6 +5,8 @@
 pub mod anthropic;
 pub mod discover;
 pub mod gemini;
+mod h1;
+pub(crate) use h1::H1Error;
 mod http;
 pub mod openai;
 pub mod simulator;

@@ -1,22 +1,25 @@
 //! How requests reach an upstream: hyper's pooled client over TCP, with TLS
 //! (rustls, certificates checked by the platform's verifier) and the proxy
 //! the environment names for the upstream (`HTTPS_PROXY`, `HTTP_PROXY`,
-//! `ALL_PROXY`, `NO_PROXY`, as curl reads them), decided once per upstream.
+//! `ALL_PROXY`, `NO_PROXY`, as curl reads them), decided once per upstream;
+//! plain `http://` upstreams reached directly go through the lighter
+//! client of [`super::h1`].
 //!
 //! Why not reqwest: per request it parsed the URL twice (its redirect
 //! layer and its response), ran retry and redirect layers we never use,
 //! and moved large futures through them — together about a fifth of the
 //! gateway's CPU per request. The pieces it assembled are used directly.
 
+use super::h1;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, Uri};
 use http_body_util::Full;
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::proxy::{SocksV5, Tunnel};
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
-use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::future::Future;
@@ -27,8 +30,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tower_service::Service;
 
-/// Request bodies: always whole (JSON), so their length is known.
+/// Request bodies for hyper: always whole (JSON), so their length is known.
 pub(crate) type Body = Full<Bytes>;
+
+/// Why a request or the reading of an answer failed: hyper's error types
+/// or [`h1::H1Error`], for [`crate::error::classify_transport`] to read.
+pub(crate) type TransportFailure = Box<dyn std::error::Error + Send + Sync>;
 
 /// What a transport could not be built for.
 #[derive(Debug)]
@@ -45,6 +52,7 @@ pub(crate) struct Transport {
 impl std::fmt::Debug for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let route = match &self.route {
+            Route::Plain(_) => "direct (plain HTTP/1.1)",
             Route::Direct(_) => "direct",
             Route::Tunnel(_) => "https through an HTTP proxy (CONNECT)",
             Route::Forward(_) => "http through an HTTP proxy",
@@ -56,6 +64,7 @@ impl std::fmt::Debug for Transport {
 
 #[derive(Clone)]
 enum Route {
+    Plain(h1::Pool),
     Direct(Client<HttpsConnector<HttpConnector>, Body>),
     Tunnel(Client<HttpsConnector<Tunnel<HttpConnector>>, Body>),
     Forward(Client<Forward, Body>),
@@ -68,12 +77,19 @@ pub(crate) struct Settings {
     pub connect_timeout: Duration,
 }
 
+/// How long an idle upstream connection is kept.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// The most idle connections kept per upstream and worker.
+const MAX_IDLE: usize = 256;
+/// TCP keepalive probes' idle time.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
+
 fn tcp(s: Settings) -> HttpConnector {
     let mut c = HttpConnector::new();
     c.enforce_http(false);
     c.set_nodelay(true);
     c.set_connect_timeout(Some(s.connect_timeout));
-    c.set_keepalive(Some(Duration::from_secs(30)));
+    c.set_keepalive(Some(TCP_KEEPALIVE));
     c
 }
 
@@ -118,8 +134,8 @@ where
     Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(256)
+        .pool_idle_timeout(IDLE_TIMEOUT)
+        .pool_max_idle_per_host(MAX_IDLE)
         // HTTP/1 reads of 4 KiB instead of hyper's adaptive 8 KiB and up:
         // an upstream's head and a streamed event fit many times over, and
         // each held stream's connection keeps its read buffer for its life.
@@ -133,6 +149,25 @@ impl Transport {
     /// proxy `proxies` names for it, if any.
     pub fn new(base: &Uri, s: Settings, proxies: &Matcher) -> Result<Self, TransportError> {
         let Some(proxy) = proxies.intercept(base) else {
+            if base.scheme_str() == Some("http")
+                && let Some(host) = base.host()
+            {
+                let pool = h1::Pool::new(
+                    host,
+                    base.port_u16().unwrap_or(80),
+                    h1::PoolSettings {
+                        connect_timeout: s.connect_timeout,
+                        idle_timeout: IDLE_TIMEOUT,
+                        max_idle: MAX_IDLE,
+                        tcp_keepalive: TCP_KEEPALIVE,
+                    },
+                )
+                .map_err(TransportError)?;
+                return Ok(Transport {
+                    route: Route::Plain(pool),
+                    proxy_auth: None,
+                });
+            }
             return Ok(Transport {
                 route: Route::Direct(pool(tls(tcp(s))?)),
                 proxy_auth: None,
@@ -187,16 +222,24 @@ impl Transport {
     }
 
     /// Sends `req`; the answer's head arrives with the future.
-    pub fn request(&self, mut req: Request<Body>) -> ResponseFuture {
+    pub fn request(
+        &self,
+        mut req: Request<Bytes>,
+    ) -> impl Future<Output = Result<UpstreamResponse, TransportFailure>> + Send + 'static {
         if let Some(a) = &self.proxy_auth {
             req.headers_mut().insert(http::header::PROXY_AUTHORIZATION, a.clone());
         }
-        match &self.route {
-            Route::Direct(c) => c.request(req),
-            Route::Tunnel(c) => c.request(req),
-            Route::Forward(c) => c.request(req),
-            Route::Socks(c) => c.request(req),
-        }
+        let pooled = match &self.route {
+            Route::Plain(pool) => {
+                let sending = pool.send(req);
+                return futures::future::Either::Left(async move { Ok(sending.await?.map(UpstreamBody::Plain)) });
+            }
+            Route::Direct(c) => c.request(req.map(Full::new)),
+            Route::Tunnel(c) => c.request(req.map(Full::new)),
+            Route::Forward(c) => c.request(req.map(Full::new)),
+            Route::Socks(c) => c.request(req.map(Full::new)),
+        };
+        futures::future::Either::Right(async move { Ok(pooled.await?.map(UpstreamBody::Pooled)) })
     }
 }
 
@@ -267,7 +310,42 @@ impl Write for Proxied {
 }
 
 /// The head and body of an upstream's answer.
-pub(crate) type UpstreamResponse = Response<Incoming>;
+pub(crate) type UpstreamResponse = Response<UpstreamBody>;
+
+/// The body of an upstream's answer, from whichever client sent the request.
+#[derive(Debug)]
+pub(crate) enum UpstreamBody {
+    /// From hyper's pooled client.
+    Pooled(Incoming),
+    /// From the plain HTTP/1.1 client.
+    Plain(h1::H1Body),
+}
+
+impl hyper::body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = TransportFailure;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, TransportFailure>>> {
+        match self.get_mut() {
+            UpstreamBody::Pooled(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::Plain(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Pooled(b) => b.is_end_stream(),
+            UpstreamBody::Plain(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Pooled(b) => b.size_hint(),
+            UpstreamBody::Plain(b) => b.size_hint(),
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -300,8 +378,8 @@ mod tests {
         (format!("http://user:secret@{addr}"), task)
     }
 
-    fn get(uri: &str) -> Request<Body> {
-        Request::get(uri).body(Body::default()).unwrap()
+    fn get(uri: &str) -> Request<Bytes> {
+        Request::get(uri).body(Bytes::new()).unwrap()
     }
 
     #[tokio::test]
@@ -332,6 +410,9 @@ mod tests {
         // The proxy refuses the tunnel, so the request fails — after the
         // proxy was asked for it, with the credentials.
         let err = t.request(get("https://api.example.test/v1/models")).await.unwrap_err();
+        let err = err
+            .downcast_ref::<hyper_util::client::legacy::Error>()
+            .expect("hyper's error");
         assert!(err.is_connect(), "{err:?}");
         let head = seen.await.unwrap().to_ascii_lowercase();
         assert!(head.starts_with("connect api.example.test:443 http/1.1\r\n"), "{head}");
