@@ -434,19 +434,22 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Option<Head>>, H1Error> {
         return Ok(Some(None));
     }
     let status = StatusCode::from_u16(code).map_err(|_| parse_error("invalid status code"))?;
+    // Where each header is in the head: its bytes are kept once, and the
+    // values point into them.
     let n = parsed.headers.len();
-    // The head's bytes are kept once and the header values point into them.
-    let head = buf.split_to(len).freeze();
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut again = httparse::Response::new(&mut slots[..n]);
-    if !matches!(again.parse(&head), Ok(httparse::Status::Complete(_))) {
-        return Err(parse_error("malformed head"));
+    let start = buf.as_ptr() as usize;
+    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    for (span, h) in spans.iter_mut().zip(parsed.headers.iter()) {
+        let name = h.name.as_ptr() as usize - start;
+        let value = h.value.as_ptr() as usize - start;
+        *span = (name, name + h.name.len(), value, value + h.value.len());
     }
+    let head = buf.split_to(len).freeze();
     let mut headers = HeaderMap::with_capacity(n);
-    for h in again.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| parse_error("invalid header name"))?;
-        let value =
-            HeaderValue::from_maybe_shared(head.slice_ref(h.value)).map_err(|_| parse_error("invalid header value"))?;
+    for &(name_at, name_end, value_at, value_end) in &spans[..n] {
+        let name = HeaderName::from_bytes(&head[name_at..name_end]).map_err(|_| parse_error("invalid header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_end))
+            .map_err(|_| parse_error("invalid header value"))?;
         headers.append(name, value);
     }
     let framing = framing(status, &headers)?;
