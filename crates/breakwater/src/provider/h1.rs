@@ -837,9 +837,18 @@ mod tests {
         ])
         .await;
         let p = pool(port);
-        let resp = p.send(get()).await.unwrap();
-        assert_eq!(body_text(resp).await.unwrap(), "hello 0123456789");
-        assert_eq!(p.idle_count(), 1);
+        let mut body = p.send(get()).await.unwrap().into_body();
+        let mut got = Vec::new();
+        while got.concat() != b"hello 0123456789" {
+            let frame = body.frame().await.unwrap().unwrap();
+            got.push(frame.into_data().unwrap().to_vec());
+        }
+        assert_eq!(
+            p.idle_count(),
+            1,
+            "the end marker came with the last chunk: the connection is free with the last data"
+        );
+        assert!(body.frame().await.is_none());
         let resp = p.send(get()).await.unwrap();
         assert_eq!(body_text(resp).await.unwrap(), "ok");
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
