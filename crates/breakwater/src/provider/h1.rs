@@ -12,7 +12,7 @@
 //! idle connections wait in a last-in-first-out list per worker.
 //! TLS, proxies and HTTP/2 stay with hyper (see `transport`).
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::{Body, Frame, SizeHint};
@@ -170,13 +170,16 @@ impl Pool {
         let shared = self.shared.clone();
         let head = encode(&req, &shared.host_header);
         let retry_unanswered = req.method() == Method::GET;
+        let body = req.into_body();
         async move {
             loop {
                 let (mut conn, reused) = match shared.checkout() {
                     Some(c) => (c, true),
                     None => (shared.connect().await?, false),
                 };
-                if let Err(e) = conn.io.write_all(&head).await {
+                // Head and body in one vectored write, the body not copied.
+                let mut out = (&head[..]).chain(&body[..]);
+                if let Err(e) = conn.io.write_all_buf(&mut out).await {
                     if reused {
                         continue;
                     }
@@ -327,11 +330,11 @@ impl Conn {
     }
 }
 
-/// The request's head and body as they go on the wire.
+/// The request's head as it goes on the wire (the body follows it).
 fn encode(req: &Request<Bytes>, host: &HeaderValue) -> Vec<u8> {
     let body = req.body();
     let headers = req.headers();
-    let mut out = Vec::with_capacity(128 + headers.len() * 48 + body.len());
+    let mut out = Vec::with_capacity(128 + headers.len() * 48);
     out.extend_from_slice(req.method().as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(req.uri().path_and_query().map_or("/", |p| p.as_str()).as_bytes());
@@ -348,7 +351,6 @@ fn encode(req: &Request<Bytes>, host: &HeaderValue) -> Vec<u8> {
         let _ = write!(out, "content-length: {}\r\n", body.len());
     }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body);
     out
 }
 
@@ -827,6 +829,47 @@ mod tests {
         );
         assert!(heads[1].starts_with("GET /v1/models HTTP/1.1\r\n"), "{}", heads[1]);
         assert!(!heads[1].contains("content-length"), "a GET without body has no length");
+    }
+
+    #[tokio::test]
+    async fn a_large_body_goes_out_whole_after_its_head() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            let mut b = vec![0u8; 64 * 1024];
+            let head_end = loop {
+                let n = sock.read(&mut b).await.unwrap();
+                assert!(n > 0, "closed early");
+                got.extend_from_slice(&b[..n]);
+                if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break i + 4;
+                }
+            };
+            let head = String::from_utf8_lossy(&got[..head_end]).to_string();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .unwrap()
+                .parse()
+                .unwrap();
+            while got.len() < head_end + len {
+                let n = sock.read(&mut b).await.unwrap();
+                assert!(n > 0, "closed early");
+                got.extend_from_slice(&b[..n]);
+            }
+            sock.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await.unwrap();
+            got.split_off(head_end)
+        });
+        let big: String = (0..200_000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+        let expect = big.clone().into_bytes();
+        let mut req = Request::new(Bytes::from(big));
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = "http://127.0.0.1/v1/chat".parse().unwrap();
+        let resp = pool(port).send(req).await.unwrap();
+        assert_eq!(resp.status(), 204);
+        assert_eq!(server.await.unwrap(), expect);
     }
 
     #[tokio::test]
