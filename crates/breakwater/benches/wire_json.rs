@@ -26,6 +26,9 @@ const RESPONSE: &str = r#"{"id":"chatcmpl-sim0023ccbd","object":"chat.completion
 /// One streamed token.
 const CHUNK: &str = r#"{"id":"chatcmpl-sim0023ccbd","object":"chat.completion.chunk","created":1796212531,"model":"sim-1","choices":[{"index":0,"delta":{"content":" lantern"},"finish_reason":null}]}"#;
 
+/// A Gemini answer, as `generateContent` sends it.
+const GEMINI_RESPONSE: &str = r#"{"candidates":[{"content":{"role":"model","parts":[{"text":"Shore morning shore summer candle lantern patient market."}]},"finishReason":"STOP","index":0,"safetyRatings":[{"category":"HARM_CATEGORY_HARASSMENT","probability":"NEGLIGIBLE"}]}],"usageMetadata":{"promptTokenCount":5,"candidatesTokenCount":8,"totalTokenCount":13},"modelVersion":"gemini-2.0-flash","responseId":"r-0023ccbd"}"#;
+
 fn benches(c: &mut Criterion) {
     c.bench_function("parse small chat request", |b| {
         b.iter(|| serde_json::from_str::<ChatRequest>(black_box(SMALL_REQUEST)).unwrap())
@@ -41,6 +44,12 @@ fn benches(c: &mut Criterion) {
     });
     c.bench_function("parse chat response from bytes, from_json_bytes", |b| {
         b.iter(|| breakwater::types::from_json_bytes::<ChatResponse>(black_box(RESPONSE.as_bytes())).unwrap())
+    });
+    c.bench_function("parse gemini response", |b| {
+        b.iter(|| {
+            serde_json::from_str::<breakwater::wire::gemini::GenerateContentResponse>(black_box(GEMINI_RESPONSE))
+                .unwrap()
+        })
     });
     c.bench_function("parse stream chunk", |b| {
         b.iter(|| serde_json::from_str::<ChatChunk>(black_box(CHUNK)).unwrap())
