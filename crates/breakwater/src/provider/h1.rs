@@ -216,15 +216,21 @@ impl Pool {
 
     #[cfg(test)]
     fn idle_count(&self) -> usize {
-        self.shared.idle.lock().map_or(0, |i| i.conns.len())
+        self.shared.idle().conns.len()
     }
 }
 
 impl Shared {
+    /// The idle list. Nothing panics while holding it, but if something
+    /// did, the list is still whole: pooling goes on rather than stopping.
+    fn idle(&self) -> std::sync::MutexGuard<'_, Idle> {
+        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// The newest idle connection still usable; older expired or closed ones
     /// are dropped on the way.
     fn checkout(&self) -> Option<Conn> {
-        let mut idle = self.idle.lock().ok()?;
+        let mut idle = self.idle();
         let now = Instant::now();
         while let Some((conn, since)) = idle.conns.pop() {
             if now.duration_since(since) < self.settings.idle_timeout && conn.is_idle_and_open() {
@@ -235,7 +241,7 @@ impl Shared {
     }
 
     fn put(self: &Arc<Self>, conn: Conn) {
-        let Ok(mut idle) = self.idle.lock() else { return };
+        let mut idle = self.idle();
         if idle.conns.len() >= self.settings.max_idle {
             return;
         }
@@ -288,7 +294,7 @@ async fn reap(pool: Weak<Shared>) {
         };
         tokio::time::sleep(every / 2).await;
         let Some(pool) = pool.upgrade() else { return };
-        let Ok(mut idle) = pool.idle.lock() else { return };
+        let mut idle = pool.idle();
         let now = Instant::now();
         let keep = pool.settings.idle_timeout;
         idle.conns
