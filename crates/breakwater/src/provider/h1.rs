@@ -23,7 +23,6 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -179,13 +178,23 @@ impl Pool {
                 };
                 // Head and body in one vectored write, the body not copied.
                 let mut out = (&head[..]).chain(&body[..]);
-                if let Err(e) = conn.io.write_all_buf(&mut out).await {
-                    if reused {
-                        continue;
-                    }
-                    return Err(H1Error::new(H1ErrorKind::Write, Some(e)));
-                }
-                match read_head(&mut conn).await {
+                let answer = match std::future::poll_fn(|cx| poll_send(&mut conn, &mut out, cx)).await {
+                    Ok(Sent::All) => read_head(&mut conn).await,
+                    // The connection cannot carry another request: the
+                    // upstream did not read all of this one.
+                    Ok(Sent::Answered((resp, framing, _))) => Ok((resp, framing, false)),
+                    Err(e) if e.kind != H1ErrorKind::Write => return Err(e),
+                    // An answer sent before the upstream broke the
+                    // connection (a 413 for too large a body, say) is still
+                    // the answer; anything less, a reused connection is
+                    // tried again, a new one reports the failed write.
+                    Err(e) => match read_head(&mut conn).await {
+                        Ok((resp, framing, _)) => Ok((resp, framing, false)),
+                        Err(_) if reused => continue,
+                        Err(_) => return Err(e),
+                    },
+                };
+                match answer {
                     Ok((resp, framing, keep_alive)) => {
                         let mut body = H1Body {
                             conn: Some(conn),
@@ -336,6 +345,55 @@ impl Conn {
     }
 }
 
+/// How writing a request ended.
+enum Sent {
+    /// All of it was written.
+    All,
+    /// The upstream answered before taking all of it (the answer's head).
+    Answered(Head),
+}
+
+/// Writes `out` to the connection. While the upstream takes no more, what
+/// it sends is read: an upstream may answer before the body is in (a 413
+/// for too large a body) and then stop reading, and waiting only to write
+/// would never see that answer. Informational answers (`100 Continue`) are
+/// skipped and writing goes on.
+fn poll_send(conn: &mut Conn, out: &mut impl Buf, cx: &mut Context<'_>) -> Poll<Result<Sent, H1Error>> {
+    let write_error = |e| H1Error::new(H1ErrorKind::Write, Some(e));
+    while out.has_remaining() {
+        match tokio_util::io::poll_write_buf(Pin::new(&mut conn.io), cx, out) {
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(write_error(io::ErrorKind::WriteZero.into()))),
+            Poll::Ready(Ok(_)) => continue,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(write_error(e))),
+            Poll::Pending => {}
+        }
+        loop {
+            if !conn.buf.is_empty() {
+                match parse_head(&mut conn.buf)? {
+                    Some(Some(head)) => return Poll::Ready(Ok(Sent::Answered(head))),
+                    // An informational answer: keep writing.
+                    Some(None) => break,
+                    None if conn.buf.len() >= MAX_HEAD => {
+                        return Poll::Ready(Err(parse_error("the head is larger than 64 KiB")));
+                    }
+                    None => {}
+                }
+            }
+            match ready!(conn.poll_fill(cx)) {
+                // Closed without an answer: like a failed write (a reused
+                // connection is tried again).
+                Ok(0) => {
+                    let closed = io::Error::new(io::ErrorKind::BrokenPipe, "the upstream closed the connection");
+                    return Poll::Ready(Err(write_error(closed)));
+                }
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Err(write_error(e))),
+            }
+        }
+    }
+    Poll::Ready(Ok(Sent::All))
+}
+
 /// The request's head as it goes on the wire (the body follows it).
 fn encode(req: &Request<Bytes>, host: &HeaderValue) -> Vec<u8> {
     let body = req.body();
@@ -420,9 +478,10 @@ type Head = (Response<()>, Framing, bool);
 /// Parses a head at the start of `buf` and removes it: `None` when more
 /// bytes are needed, `Some(None)` for an informational answer (skipped).
 fn parse_head(buf: &mut BytesMut) -> Result<Option<Option<Head>>, H1Error> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut slots);
-    let len = match parsed.parse(buf) {
+    // Not zeroed first (100 slots of 32 bytes, for every answer).
+    let mut slots = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut parsed, buf, &mut slots) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(parse_error("more than 100 headers")),
@@ -446,15 +505,24 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Option<Head>>, H1Error> {
     // values point into them.
     let n = parsed.headers.len();
     let start = buf.as_ptr() as usize;
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    // (A head is under 4 GiB: offsets fit in u32, and the array is half
+    // the size to clear.)
+    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
     for (span, h) in spans.iter_mut().zip(parsed.headers.iter()) {
         let name = h.name.as_ptr() as usize - start;
         let value = h.value.as_ptr() as usize - start;
-        *span = (name, name + h.name.len(), value, value + h.value.len());
+        let at = |n: usize| n as u32;
+        *span = (at(name), at(name + h.name.len()), at(value), at(value + h.value.len()));
     }
     let head = buf.split_to(len).freeze();
     let mut headers = HeaderMap::with_capacity(n);
     for &(name_at, name_end, value_at, value_end) in &spans[..n] {
+        let (name_at, name_end, value_at, value_end) = (
+            name_at as usize,
+            name_end as usize,
+            value_at as usize,
+            value_end as usize,
+        );
         let name = HeaderName::from_bytes(&head[name_at..name_end]).map_err(|_| parse_error("invalid header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_end))
             .map_err(|_| parse_error("invalid header value"))?;
@@ -876,6 +944,71 @@ mod tests {
         let resp = pool(port).send(req).await.unwrap();
         assert_eq!(resp.status(), 204);
         assert_eq!(server.await.unwrap(), expect);
+    }
+
+    /// A server that reads a request's head only, then answers at once
+    /// (`100 Continue` first when `interim`) and, when `close`, closes with
+    /// the body unread; otherwise it holds the connection without reading
+    /// until the client goes.
+    async fn early_answer_server(interim: bool, close: bool) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            let mut b = [0u8; 1024];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = sock.read(&mut b).await.unwrap();
+                assert!(n > 0, "closed early");
+                got.extend_from_slice(&b[..n]);
+            }
+            if interim {
+                sock.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.unwrap();
+            }
+            let answer = b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 9\r\n\r\ntoo large";
+            sock.write_all(answer).await.unwrap();
+            if close {
+                return;
+            }
+            // Not reading: the client's writes stall until it gives up.
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(sock);
+        });
+        port
+    }
+
+    /// A POST with a body far larger than the socket buffers hold.
+    fn huge_post() -> Request<Bytes> {
+        let mut req = Request::new(Bytes::from(vec![b'x'; 64 * 1024 * 1024]));
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = "http://127.0.0.1/v1/chat".parse().unwrap();
+        req
+    }
+
+    #[tokio::test]
+    async fn an_answer_sent_before_the_body_was_taken_is_the_answer() {
+        for interim in [false, true] {
+            let p = pool(early_answer_server(interim, false).await);
+            let resp = tokio::time::timeout(Duration::from_secs(20), p.send(huge_post()))
+                .await
+                .expect("the early answer is seen while the write stalls")
+                .unwrap();
+            assert_eq!(resp.status(), 413, "interim answer first: {interim}");
+            assert_eq!(body_text(resp).await.unwrap(), "too large");
+            assert_eq!(p.idle_count(), 0, "a connection with an unfinished request is not kept");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_sent_before_the_upstream_closed_on_an_unread_body_is_the_answer() {
+        // The upstream closes with the body unread (the kernel resets the
+        // connection); the answer it sent first still arrives.
+        for _ in 0..5 {
+            let p = pool(early_answer_server(false, true).await);
+            let resp = p.send(huge_post()).await.unwrap();
+            assert_eq!(resp.status(), 413);
+            assert_eq!(body_text(resp).await.unwrap(), "too large");
+        }
     }
 
     #[tokio::test]
