@@ -5,7 +5,7 @@
 
 use breakwater::client::CallMeta;
 use breakwater::policy::breaker::BreakerState;
-use handles::{counter, histogram};
+use handles::{count, observe};
 use metrics::{counter, gauge};
 
 mod handles;
@@ -55,36 +55,36 @@ pub fn request(route: &'static str, model: &str, status: u16, meta: Option<&Call
     let cache = meta.map_or("none", |m| m.cache.as_str());
     let code = status_digits(status);
     let status = std::str::from_utf8(&code).unwrap_or("000");
-    counter(
+    count(
         "breakwater_requests_total",
         &[("route", route), ("model", model), ("status", status), ("cache", cache)],
-    )
-    .increment(1);
-    histogram(
+        1,
+    );
+    observe(
         "breakwater_request_duration_seconds",
         &[("route", route), ("model", model)],
-    )
-    .record(latency.as_secs_f64());
+        latency.as_secs_f64(),
+    );
     let Some(m) = meta else { return };
     for a in &m.attempts {
         let outcome = a.error.map_or("ok", |k| k.as_str());
         let local = if a.local { "true" } else { "false" };
-        counter(
+        count(
             "breakwater_upstream_attempts_total",
             &[("target", &a.target), ("outcome", outcome), ("local", local)],
-        )
-        .increment(1);
+            1,
+        );
     }
     let retries = m.retries() as u64;
     if retries > 0 {
-        counter("breakwater_retries_total", &[("model", model)]).increment(retries);
+        count("breakwater_retries_total", &[("model", model)], retries);
     }
     let failovers = m.failovers() as u64;
     if failovers > 0 {
-        counter("breakwater_failovers_total", &[("model", model)]).increment(failovers);
+        count("breakwater_failovers_total", &[("model", model)], failovers);
     }
     if m.hedged {
-        counter("breakwater_hedges_total", &[("model", model)]).increment(1);
+        count("breakwater_hedges_total", &[("model", model)], 1);
     }
     if let Some(d) = &m.degraded {
         let via = match d {
@@ -92,10 +92,14 @@ pub fn request(route: &'static str, model: &str, status: u16, meta: Option<&Call
             breakwater::client::Degraded::Fallback(_) => "fallback",
             breakwater::client::Degraded::RuleBased => "rule_based",
         };
-        counter("breakwater_degraded_total", &[("model", model), ("via", via)]).increment(1);
+        count("breakwater_degraded_total", &[("model", model), ("via", via)], 1);
     }
     if let Some(ms) = m.ttft_ms {
-        histogram("breakwater_time_to_first_token_seconds", &[("model", model)]).record(ms as f64 / 1000.0);
+        observe(
+            "breakwater_time_to_first_token_seconds",
+            &[("model", model)],
+            ms as f64 / 1000.0,
+        );
     }
     tokens(model, m.target.as_deref(), m.usage.as_ref(), m.cost_usd);
 }
@@ -114,34 +118,34 @@ fn status_digits(code: u16) -> [u8; 3] {
 pub fn tokens(model: &str, target: Option<&str>, usage: Option<&breakwater::types::Usage>, cost_usd: f64) {
     let Some(u) = usage else { return };
     let target = target.unwrap_or("none");
-    counter(
+    count(
         "breakwater_tokens_total",
         &[("model", model), ("target", target), ("kind", "prompt")],
-    )
-    .increment(u64::from(u.prompt_tokens));
-    counter(
+        u64::from(u.prompt_tokens),
+    );
+    count(
         "breakwater_tokens_total",
         &[("model", model), ("target", target), ("kind", "completion")],
-    )
-    .increment(u64::from(u.completion_tokens));
+        u64::from(u.completion_tokens),
+    );
     if cost_usd > 0.0 {
         // Counters are integers: cost in micro-dollars.
-        counter(
+        count(
             "breakwater_cost_microusd_total",
             &[("model", model), ("target", target)],
-        )
-        .increment((cost_usd * 1e6).round() as u64);
+            (cost_usd * 1e6).round() as u64,
+        );
     }
 }
 
 /// A limiter or budget decision by a key.
 pub fn limiter(scope: &'static str, name: &str, allowed: bool) {
     let decision = if allowed { "allowed" } else { "rejected" };
-    counter(
+    count(
         "breakwater_limiter_decisions_total",
         &[("scope", scope), ("name", name), ("decision", decision)],
-    )
-    .increment(1);
+        1,
+    );
 }
 
 /// Configuration reloads done and refused (a refused reload keeps the old
