@@ -29,6 +29,10 @@ const CHUNK: &str = r#"{"id":"chatcmpl-sim0023ccbd","object":"chat.completion.ch
 /// A Gemini answer, as `generateContent` sends it.
 const GEMINI_RESPONSE: &str = r#"{"candidates":[{"content":{"role":"model","parts":[{"text":"Shore morning shore summer candle lantern patient market."}]},"finishReason":"STOP","index":0,"safetyRatings":[{"category":"HARM_CATEGORY_HARASSMENT","probability":"NEGLIGIBLE"}]}],"usageMetadata":{"promptTokenCount":5,"candidatesTokenCount":8,"totalTokenCount":13},"modelVersion":"gemini-2.0-flash","responseId":"r-0023ccbd"}"#;
 
+/// One streamed Anthropic token (a `content_block_delta` event's data).
+const ANTHROPIC_DELTA: &str =
+    r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" lantern"}}"#;
+
 fn benches(c: &mut Criterion) {
     c.bench_function("parse small chat request", |b| {
         b.iter(|| serde_json::from_str::<ChatRequest>(black_box(SMALL_REQUEST)).unwrap())
@@ -53,6 +57,9 @@ fn benches(c: &mut Criterion) {
     });
     c.bench_function("parse stream chunk", |b| {
         b.iter(|| serde_json::from_str::<ChatChunk>(black_box(CHUNK)).unwrap())
+    });
+    c.bench_function("parse anthropic stream event", |b| {
+        b.iter(|| breakwater::wire::anthropic::StreamEvent::parse(black_box(ANTHROPIC_DELTA)).unwrap())
     });
     let req: ChatRequest = serde_json::from_str(LARGE_REQUEST).unwrap();
     c.bench_function("encode large chat request", |b| {

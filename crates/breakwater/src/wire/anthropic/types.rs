@@ -283,9 +283,15 @@ deserialize_with_extra!(AnthropicUsage {
     cache_read_input_tokens: "cache_read_input_tokens" => default,
 });
 
-/// A streamed event's data. Unknown event types deserialize as `Unknown`
-/// via [`StreamEvent::parse`], so new event types never break a stream.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A streamed event's data. Unknown event types deserialize as `Unknown`,
+/// so new event types never break a stream.
+///
+/// Deserialized without serde's internally tagged derive: that buffers
+/// every event whole (each key and value into an intermediate tree) before
+/// reading it again. Anthropic sends `type` first, so the variant is known
+/// at once and its fields are read in place; an event with `type` later
+/// is still read, through a `Value`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum StreamEvent {
     /// The message with empty content and initial usage.
@@ -317,7 +323,6 @@ pub enum StreamEvent {
         /// `{stop_reason, stop_sequence}`.
         delta: MessageDeltaBody,
         /// Cumulative usage.
-        #[serde(default)]
         usage: Option<AnthropicUsage>,
     },
     /// The end.
@@ -334,32 +339,156 @@ pub enum StreamEvent {
     Unknown(String),
 }
 
+/// The fields of each event type, read after its `type`.
+mod event_fields {
+    use super::{AnthropicUsage, Block, BlockDelta, MessageDeltaBody, MessagesResponse};
+    use serde::Deserialize;
+    use serde_json::Value;
+
+    #[derive(Deserialize)]
+    pub struct MessageStart {
+        pub message: MessagesResponse,
+    }
+    #[derive(Deserialize)]
+    pub struct ContentBlockStart {
+        pub index: u32,
+        pub content_block: Block,
+    }
+    #[derive(Deserialize)]
+    pub struct ContentBlockDelta {
+        pub index: u32,
+        pub delta: BlockDelta,
+    }
+    #[derive(Deserialize)]
+    pub struct ContentBlockStop {
+        pub index: u32,
+    }
+    #[derive(Deserialize)]
+    pub struct MessageDelta {
+        pub delta: MessageDeltaBody,
+        #[serde(default)]
+        pub usage: Option<AnthropicUsage>,
+    }
+    #[derive(Deserialize)]
+    pub struct Error {
+        pub error: Value,
+    }
+}
+
+impl StreamEvent {
+    /// The event of type `kind` whose other fields `fields` holds.
+    fn from_fields<'de, D: Deserializer<'de>>(kind: &str, fields: D) -> Result<StreamEvent, D::Error> {
+        use event_fields as f;
+        Ok(match kind {
+            "message_start" => {
+                let e = f::MessageStart::deserialize(fields)?;
+                StreamEvent::MessageStart { message: e.message }
+            }
+            "content_block_start" => {
+                let e = f::ContentBlockStart::deserialize(fields)?;
+                StreamEvent::ContentBlockStart {
+                    index: e.index,
+                    content_block: e.content_block,
+                }
+            }
+            "content_block_delta" => {
+                let e = f::ContentBlockDelta::deserialize(fields)?;
+                StreamEvent::ContentBlockDelta {
+                    index: e.index,
+                    delta: e.delta,
+                }
+            }
+            "content_block_stop" => StreamEvent::ContentBlockStop {
+                index: f::ContentBlockStop::deserialize(fields)?.index,
+            },
+            "message_delta" => {
+                let e = f::MessageDelta::deserialize(fields)?;
+                StreamEvent::MessageDelta {
+                    delta: e.delta,
+                    usage: e.usage,
+                }
+            }
+            "error" => StreamEvent::Error {
+                error: f::Error::deserialize(fields)?.error,
+            },
+            other => {
+                serde::de::IgnoredAny::deserialize(fields)?;
+                match other {
+                    "message_stop" => StreamEvent::MessageStop,
+                    "ping" => StreamEvent::Ping,
+                    _ => StreamEvent::Unknown(other.to_string()),
+                }
+            }
+        })
+    }
+}
+
+/// A string borrowed from the input when it has no escapes (serde's own
+/// `Cow<str>` always copies).
+struct Text<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> serde::de::Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(std::borrow::Cow::Borrowed(v)))
+            }
+
+            fn visit_str<E>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(std::borrow::Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(TextVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for StreamEvent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct EventVisitor;
+        impl<'de> serde::de::Visitor<'de> for EventVisitor {
+            type Value = StreamEvent;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an event object with a `type`")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<StreamEvent, A::Error> {
+                use serde::de::Error as _;
+                use serde::de::value::MapAccessDeserializer;
+                let Some(Text(first)) = map.next_key::<Text<'de>>()? else {
+                    return Err(A::Error::missing_field("type"));
+                };
+                if first == "type" {
+                    let Text(kind) = map.next_value()?;
+                    return StreamEvent::from_fields(&kind, MapAccessDeserializer::new(map));
+                }
+                // `type` comes later: read the object whole first.
+                let mut all = serde_json::Map::new();
+                all.insert(first.into_owned(), map.next_value()?);
+                while let Some((k, v)) = map.next_entry::<String, Value>()? {
+                    all.insert(k, v);
+                }
+                let Some(Value::String(kind)) = all.remove("type") else {
+                    return Err(A::Error::missing_field("type"));
+                };
+                StreamEvent::from_fields(&kind, Value::Object(all)).map_err(A::Error::custom)
+            }
+        }
+        d.deserialize_map(EventVisitor)
+    }
+}
+
 impl StreamEvent {
     /// Parses an event's data; an unknown `type` gives `Unknown`.
     pub fn parse(data: &str) -> Result<StreamEvent, serde_json::Error> {
-        match serde_json::from_str::<StreamEvent>(data) {
-            Ok(e) => Ok(e),
-            Err(err) => {
-                let v: Value = serde_json::from_str(data)?;
-                match v.get("type").and_then(Value::as_str) {
-                    Some(
-                        t @ ("message_start"
-                        | "content_block_start"
-                        | "content_block_delta"
-                        | "content_block_stop"
-                        | "message_delta"
-                        | "message_stop"
-                        | "ping"
-                        | "error"),
-                    ) => {
-                        let _ = t;
-                        Err(err)
-                    }
-                    Some(t) => Ok(StreamEvent::Unknown(t.to_string())),
-                    None => Err(err),
-                }
-            }
-        }
+        serde_json::from_str(data)
     }
 
     /// The SSE `event:` name of this event.
@@ -420,6 +549,96 @@ pub struct MessageDeltaBody {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn stream_events_parse_in_place_or_with_type_later_and_round_trip() {
+        let delta = StreamEvent::parse(
+            r#"{"type":"content_block_delta","index":2,"delta":{"type":"text_delta","text":"Hi \"x\""}}"#,
+        )
+        .unwrap();
+        let StreamEvent::ContentBlockDelta { index, delta } = &delta else {
+            panic!("{delta:?}");
+        };
+        assert_eq!(*index, 2);
+        assert_eq!(delta.kind, "text_delta");
+        assert_eq!(delta.text.as_deref(), Some("Hi \"x\""));
+        // `type` after the other fields, and escaped: the same event.
+        let later = StreamEvent::parse(
+            r#"{"index":2,"delta":{"type":"text_delta","text":"Hi \"x\""},"type":"content_block_\u0064elta"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            later,
+            StreamEvent::parse(
+                r#"{"type":"content_block_delta","index":2,"delta":{"type":"text_delta","text":"Hi \"x\""}}"#
+            )
+            .unwrap()
+        );
+        let stop = StreamEvent::parse(r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":15}}"#)
+            .unwrap();
+        let StreamEvent::MessageDelta { delta, usage } = &stop else {
+            panic!("{stop:?}");
+        };
+        assert_eq!(delta.stop_reason.as_deref(), Some("end_turn"));
+        assert_eq!(usage.as_ref().map(|u| u.output_tokens), Some(15));
+        assert!(matches!(
+            StreamEvent::parse(r#"{"type":"message_delta","delta":{"stop_reason":null}}"#).unwrap(),
+            StreamEvent::MessageDelta { usage: None, .. }
+        ));
+        // Unknown fields are ignored; events without fields take none.
+        assert_eq!(
+            StreamEvent::parse(r#"{"type":"ping","extra":[1,{"a":2}]}"#).unwrap(),
+            StreamEvent::Ping
+        );
+        assert_eq!(
+            StreamEvent::parse(r#"{"type":"message_stop"}"#).unwrap(),
+            StreamEvent::MessageStop
+        );
+        assert_eq!(
+            StreamEvent::parse(r#"{"type":"content_block_stop","index":0,"more":true}"#).unwrap(),
+            StreamEvent::ContentBlockStop { index: 0 }
+        );
+        // Types this code does not know, with any content, wherever `type` is.
+        assert_eq!(
+            StreamEvent::parse(r#"{"type":"thinking_summary","x":{"y":[1,2]}}"#).unwrap(),
+            StreamEvent::Unknown("thinking_summary".into())
+        );
+        assert_eq!(
+            StreamEvent::parse(r#"{"x":1,"type":"new_kind"}"#).unwrap(),
+            StreamEvent::Unknown("new_kind".into())
+        );
+        // Known types with wrong fields, no type, or not an object: errors
+        // that say what is wrong.
+        let e = StreamEvent::parse(r#"{"type":"content_block_delta","index":"x"}"#).unwrap_err();
+        assert!(e.to_string().contains("invalid type"), "{e}");
+        let e = StreamEvent::parse(r#"{"type":"content_block_start","index":0}"#).unwrap_err();
+        assert!(e.to_string().contains("content_block"), "{e}");
+        for bad in [r#"{"index":0}"#, "{}", r#"{"type":7}"#, "[1]", r#""ping""#] {
+            assert!(StreamEvent::parse(bad).is_err(), "{bad}");
+        }
+        // What the encoder writes reads back the same.
+        let events = [
+            StreamEvent::ContentBlockStart {
+                index: 0,
+                content_block: serde_json::from_value(json!({"type": "text", "text": ""})).unwrap(),
+            },
+            StreamEvent::ContentBlockStop { index: 0 },
+            StreamEvent::MessageDelta {
+                delta: serde_json::from_value(json!({"stop_reason": "end_turn"})).unwrap(),
+                usage: None,
+            },
+            StreamEvent::MessageStop,
+            StreamEvent::Ping,
+            StreamEvent::Error {
+                error: json!({"type": "overloaded_error", "message": "Overloaded"}),
+            },
+        ];
+        for e in events {
+            let text = serde_json::to_string(&e).unwrap();
+            assert!(text.starts_with(r#"{"type":""#), "{text}");
+            assert_eq!(StreamEvent::parse(&text).unwrap(), e, "{text}");
+        }
+    }
 
     #[test]
     fn requests_parse_with_defaults_and_keep_unknown_fields() {
