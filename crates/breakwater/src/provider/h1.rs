@@ -270,14 +270,7 @@ impl Shared {
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((self.host.as_str(), self.port))
                 .await?
                 .collect();
-            let mut last = None;
-            for addr in addrs {
-                match TcpStream::connect(addr).await {
-                    Ok(io) => return Ok(io),
-                    Err(e) => last = Some(e),
-                }
-            }
-            Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "the host has no address")))
+            connect_any(addrs).await
         })
         .await
         .map_err(|_| fail(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")))?
@@ -292,6 +285,69 @@ impl Shared {
             buf: BytesMut::new(),
         })
     }
+}
+
+/// How long an attempt to connect to one address has before the next
+/// address is tried beside it (RFC 8305's "connection attempt delay").
+const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
+
+/// Connects to the first of `addrs` that answers, "happy eyeballs" style
+/// (RFC 8305): address families alternate, the next address is tried when
+/// an attempt fails or has not finished within [`ATTEMPT_DELAY`], and the
+/// first connection made wins (the others are dropped). A host whose IPv6
+/// (or IPv4) route silently drops packets thus costs 250 ms, not the whole
+/// connect timeout.
+async fn connect_any(addrs: Vec<SocketAddr>) -> io::Result<TcpStream> {
+    use futures::StreamExt;
+    use futures::stream::FuturesUnordered;
+    let mut next = interleave(addrs).into_iter();
+    let mut attempts = FuturesUnordered::new();
+    let mut last = None;
+    loop {
+        if attempts.is_empty() {
+            match next.next() {
+                Some(a) => attempts.push(TcpStream::connect(a)),
+                None => {
+                    return Err(
+                        last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "the host has no address"))
+                    );
+                }
+            }
+        }
+        let more = next.len() > 0;
+        tokio::select! {
+            done = attempts.next() => match done {
+                Some(Ok(io)) => return Ok(io),
+                Some(Err(e)) => {
+                    last = Some(e);
+                    if let Some(a) = next.next() {
+                        attempts.push(TcpStream::connect(a));
+                    }
+                }
+                None => {}
+            },
+            () = tokio::time::sleep(ATTEMPT_DELAY), if more => {
+                if let Some(a) = next.next() {
+                    attempts.push(TcpStream::connect(a));
+                }
+            }
+        }
+    }
+}
+
+/// The addresses with the two families alternating, the first address's
+/// family first (the resolver's order is kept within each family).
+fn interleave(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    let Some(first) = addrs.first() else {
+        return addrs;
+    };
+    let first_v6 = first.is_ipv6();
+    let (a, b): (Vec<SocketAddr>, Vec<SocketAddr>) = addrs.iter().partition(|x| x.is_ipv6() == first_v6);
+    let mut out = Vec::with_capacity(addrs.len());
+    for i in 0..a.len().max(b.len()) {
+        out.extend(a.get(i).into_iter().chain(b.get(i)));
+    }
+    out
 }
 
 /// Drops idle connections once they expire; ends when none are left or the
@@ -1009,6 +1065,68 @@ mod tests {
             assert_eq!(resp.status(), 413);
             assert_eq!(body_text(resp).await.unwrap(), "too large");
         }
+    }
+
+    #[test]
+    fn address_families_alternate_first_family_first() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let got = interleave(vec![
+            a("[::1]:1"),
+            a("[::2]:1"),
+            a("[::3]:1"),
+            a("10.0.0.1:1"),
+            a("10.0.0.2:1"),
+        ]);
+        assert_eq!(
+            got,
+            [
+                a("[::1]:1"),
+                a("10.0.0.1:1"),
+                a("[::2]:1"),
+                a("10.0.0.2:1"),
+                a("[::3]:1")
+            ]
+        );
+        let got = interleave(vec![a("10.0.0.1:1"), a("[::1]:1")]);
+        assert_eq!(got, [a("10.0.0.1:1"), a("[::1]:1")]);
+        assert!(interleave(vec![]).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_address_that_never_answers_does_not_hold_up_the_next() {
+        // A listener with a full accept queue drops new SYNs: connecting to
+        // it hangs, like an address whose route drops packets.
+        let hang = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        hang.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+        hang.listen(0).unwrap();
+        let hang_addr = hang.local_addr().unwrap().as_socket().unwrap();
+        let mut fillers = Vec::new();
+        for _ in 0..4 {
+            let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            s.set_nonblocking(true).unwrap();
+            let _ = s.connect(&hang_addr.into());
+            fillers.push(s);
+        }
+        let good = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let good_addr = good.local_addr().unwrap();
+        // Paused time runs ahead whenever the runtime waits: without the
+        // next attempt after 250 ms this would reach the 10 s timeout.
+        let t0 = Instant::now();
+        let io = tokio::time::timeout(Duration::from_secs(10), connect_any(vec![hang_addr, good_addr]))
+            .await
+            .expect("the second address is tried while the first hangs")
+            .unwrap();
+        assert_eq!(io.peer_addr().unwrap(), good_addr);
+        assert!(t0.elapsed() >= ATTEMPT_DELAY, "{:?}", t0.elapsed());
+        // A refused address moves on at once, and all failing reports the last error.
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        let t0 = Instant::now();
+        let io = connect_any(vec![closed, good_addr]).await.unwrap();
+        assert_eq!(io.peer_addr().unwrap(), good_addr);
+        assert!(t0.elapsed() < ATTEMPT_DELAY, "{:?}", t0.elapsed());
+        let e = connect_any(vec![closed]).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
+        drop(fillers);
     }
 
     #[tokio::test]
