@@ -140,6 +140,16 @@ fn bind(listen: &str, workers: usize) -> std::io::Result<Vec<std::net::TcpListen
     let mut addr: SocketAddr = listen
         .parse()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("not host:port: {e}")))?;
+    #[cfg(unix)]
+    if workers > 1 && addr.port() != 0 {
+        // With SO_REUSEPORT, a second gateway (any process of the same
+        // user) started on this address would bind too and silently take
+        // part of the connections. A socket without it cannot share the
+        // port: if it cannot bind, someone listens there already.
+        let probe = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+        probe.set_reuse_address(true)?;
+        probe.bind(&addr.into())?;
+    }
     let mut out = Vec::with_capacity(workers);
     for _ in 0..workers.max(1) {
         let s = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
@@ -400,6 +410,22 @@ pub async fn run(opts: Options) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_address_in_use_is_refused_even_with_several_workers() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback listener");
+        let addr = taken.local_addr().expect("its address").to_string();
+        for workers in [1, 2] {
+            let e = super::bind(&addr, workers).expect_err("the port is taken");
+            assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "{workers} workers");
+        }
+        drop(taken);
+        // A gateway's own workers share a port; a second gateway does not.
+        let first = super::bind(&addr, 2).expect("free again");
+        assert_eq!(first.len(), 2);
+        let e = super::bind(&addr, 2).expect_err("a second gateway on the same address");
+        assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse);
+    }
+
     use super::*;
     use tokio::io::AsyncWriteExt;
 
