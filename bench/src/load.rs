@@ -572,6 +572,25 @@ pub async fn run(short: bool, rss_only: bool) -> Result<(String, Vec<String>), S
         "| (b) gateway CPU per request at c=32 (user + system, from /proc) | – | {:.1} µs | |\n",
         cpu_per_request(g32cpu, &g32)
     ));
+    // The floor: the same socket work with nothing parsed (relay.rs).
+    eprintln!("== load: a byte relay at concurrency 32 (the floor)");
+    let relay = procs::spawn_relay(tiny_sim.port).await?;
+    let relay_url = format!("{}/v1/chat/completions", relay.url());
+    let (r32, r32cpu) = wrk_with_cpu(
+        &wrk,
+        &script,
+        load(&relay_url, "sim-1", 32, z.throughput_for),
+        relay.pid(),
+    )
+    .await?;
+    drop(relay);
+    check(&mut violations, "c=32 relay", &r32);
+    md.push_str(&format!(
+        "| (b) the floor: a byte relay in the gateway's place (nothing parsed), c=32: req/s / CPU per request | – | {:.0} / {:.1} µs | gateway above the floor: {:+.1} µs |\n",
+        r32.rate(),
+        cpu_per_request(r32cpu, &r32),
+        cpu_per_request(g32cpu, &g32) - cpu_per_request(r32cpu, &r32)
+    ));
 
     // (e) cache-hit latency: check that the prompt is a hit, then measure
     let http = client::http();

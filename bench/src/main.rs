@@ -9,6 +9,8 @@
 //! chaos --rss-only           only the load run's RSS with 1,000 streams
 //! chaos --all                chaos, then load
 //! chaos --out FILE           also write the markdown to FILE
+//! chaos --relay PORT UPSTREAM a byte relay from PORT to UPSTREAM (the load
+//!                            run starts it as the floor of proxy CPU)
 //! ```
 //!
 //! Everything listens on 127.0.0.1, uses fake keys, and every run is bounded
@@ -21,6 +23,7 @@ mod client;
 mod iot;
 mod load;
 mod procs;
+mod relay;
 mod report;
 mod wrk;
 
@@ -78,6 +81,21 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("--relay") {
+        let port = |i: usize| argv.get(i).and_then(|p| p.parse::<u16>().ok());
+        let (Some(listen), Some(upstream)) = (port(2), port(3)) else {
+            eprintln!("usage: chaos --relay LISTEN_PORT UPSTREAM_PORT");
+            return ExitCode::from(2);
+        };
+        return match relay::run(listen, upstream) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("relay: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {

@@ -216,3 +216,19 @@ pub async fn spawn_gateway(bin: &Path, config: &Path) -> Result<Proc, String> {
     wait_port(port, &mut child, "breakwater serve").await?;
     Ok(Proc { child, port })
 }
+
+/// This binary as a byte relay (`--relay`, see `relay.rs`) from a free port
+/// to `upstream_port`, in the background.
+pub async fn spawn_relay(upstream_port: u16) -> Result<Proc, String> {
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    let port = breakwater_testkit::free_port();
+    let mut child = Command::new(&me)
+        .args(["--relay", &port.to_string(), &upstream_port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", me.display()))?;
+    wait_port(port, &mut child, "the relay").await?;
+    Ok(Proc { child, port })
+}
