@@ -372,3 +372,34 @@ async fn garbage_upstreams_become_typed_errors() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_request_goes_to_the_model_asked_for_whatever_its_own_model_and_stream_fields_say() {
+    let sim = sim().await;
+    for kind in ALL {
+        let p = provider(kind, &sim, "sk-test");
+        // As the client hands it over: the alias the caller named, and the
+        // caller's stream settings.
+        let mut req = ChatRequest::user("my-alias", "say something steady");
+        req.stream = Some(true);
+        req.stream_options = Some(StreamOptions {
+            include_usage: Some(false),
+            ..Default::default()
+        });
+        let plain = p.chat_as("sim-7", &req, &CallOptions::default()).await.unwrap();
+        assert_eq!(plain.model, "sim-7", "{kind:?}");
+        assert!(!plain.text().is_empty(), "{kind:?}: a complete answer, not a stream");
+        req.stream = None;
+        let mut s = p.chat_stream_as("sim-7", &req, &CallOptions::default()).await.unwrap();
+        let mut a = StreamAssembler::new();
+        while let Some(c) = s.next().await {
+            a.push(&c.unwrap());
+        }
+        let streamed = a.finish();
+        assert_eq!(streamed.model, "sim-7", "{kind:?}");
+        assert_eq!(streamed.text(), plain.text(), "{kind:?}");
+        assert!(streamed.usage.is_some(), "{kind:?}: usage is always asked for");
+    }
+    let st = sim.stats();
+    assert_eq!(st.streams_completed, 3);
+}

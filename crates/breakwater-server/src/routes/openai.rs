@@ -142,12 +142,22 @@ impl Start {
         let refuse = |e, h| self.refuse(app, route, flavor, e, h);
         breakwater::client::validate::chat(req).map_err(|e| refuse(e, HeaderMap::new()))?;
         let key = authorize(&self.gw, headers, peer, &req.model).map_err(|e| refuse(e, HeaderMap::new()))?;
-        let prompt = u64::from(req.estimate_prompt_tokens());
-        let completion = u64::from(breakwater::mode::expected_output_tokens(req));
-        let cost = estimate_cost(&self.gw, &req.model, prompt, completion);
-        let hold = admit(key.as_ref(), prompt + completion, cost)
-            .await
-            .map_err(|(e, h)| refuse(e, h))?;
+        // Only a key's token limits and budget use the estimates (a scan of
+        // the prompt and a price lookup): open mode and plain keys skip them.
+        let (tokens, cost) = if key
+            .as_ref()
+            .is_some_and(|k| !k.limits.is_unlimited() || k.spend.is_some())
+        {
+            let prompt = u64::from(req.estimate_prompt_tokens());
+            let completion = u64::from(breakwater::mode::expected_output_tokens(req));
+            (
+                prompt + completion,
+                estimate_cost(&self.gw, &req.model, prompt, completion),
+            )
+        } else {
+            (0, breakwater::policy::spend::Spend::default())
+        };
+        let hold = admit(key.as_ref(), tokens, cost).await.map_err(|(e, h)| refuse(e, h))?;
         let opts = RequestOptions {
             tenant: hold.tenant(),
             deadline: None,

@@ -109,8 +109,10 @@ where
         attempt += 1;
         let started = Instant::now();
         let max_wait = Duration::from_millis(inner.cfg.max_limiter_wait_ms);
+        // The estimate scans the prompt: only limits use it.
+        let tokens = if target.is_limited() { token_estimate(req) } else { 0 };
         let adm = match target
-            .admit(token_estimate(req), o.deadline, max_wait, std::mem::take(&mut force))
+            .admit(tokens, o.deadline, max_wait, std::mem::take(&mut force))
             .await
         {
             Ok(a) => a,
@@ -162,17 +164,13 @@ pub(crate) async fn complete(
     o: TryOpts,
 ) -> (Result<ChatResponse>, Vec<AttemptRecord>) {
     let mut log = Vec::new();
-    let mut r = req.clone();
-    r.model.clone_from(&target.model);
-    r.stream = None;
-    // Only allowed with `stream` (OpenAI refuses it otherwise).
-    r.stream_options = None;
-    let (r, opts) = (&r, call_options(request_id, &o));
+    let opts = call_options(request_id, &o);
     let res = with_retries(inner, target, req, o, &mut log, |adm| {
         let opts = &opts;
         async move {
             let started = Instant::now();
-            let res = run_until(Some(o.deadline), TimeoutPhase::Total, target.provider.chat(r, opts)).await;
+            let call = target.provider.chat_as(&target.model, req, opts);
+            let res = run_until(Some(o.deadline), TimeoutPhase::Total, call).await;
             let used = res
                 .as_ref()
                 .ok()
@@ -211,16 +209,13 @@ pub(crate) async fn open_stream(
     o: TryOpts,
 ) -> (Result<Opened>, Vec<AttemptRecord>) {
     let mut log = Vec::new();
-    let mut r = req.clone();
-    r.model.clone_from(&target.model);
-    r.stream = Some(true);
-    let (r, opts) = (&r, call_options(request_id, &o));
+    let opts = call_options(request_id, &o);
     let res = with_retries(inner, target, req, o, &mut log, |adm| {
         let opts = &opts;
         async move {
             let started = Instant::now();
             let first = run_until(Some(o.deadline), TimeoutPhase::FirstToken, async {
-                let mut s = target.provider.chat_stream(r, opts).await?;
+                let mut s = target.provider.chat_stream_as(&target.model, req, opts).await?;
                 let mut prefix = Vec::new();
                 loop {
                     match s.next().await {

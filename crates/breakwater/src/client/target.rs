@@ -81,6 +81,12 @@ async fn take_limits(
 }
 
 impl Target {
+    /// Whether a call needs a token estimate: some limit of the provider or
+    /// of this target counts tokens or requests.
+    pub fn is_limited(&self) -> bool {
+        !self.provider_gate.limits.is_unlimited() || !self.own_gate.limits.is_unlimited()
+    }
+
     /// Passes the limits, bulkheads and breaker in that order; a refusal
     /// gives back what was taken. `force_probe` lets one call through an
     /// open breaker (when every target is out).
@@ -91,7 +97,6 @@ impl Target {
         max_wait: Duration,
         force_probe: bool,
     ) -> Result<Admission> {
-        let provider_key = self.provider.name().to_string();
         let mut adm = Admission {
             target: self.clone(),
             provider_res: None,
@@ -101,8 +106,14 @@ impl Target {
             breaker: None,
         };
         let step = async {
-            adm.provider_res =
-                take_limits(&self.provider_gate.limits, &provider_key, tokens, deadline, max_wait).await?;
+            adm.provider_res = take_limits(
+                &self.provider_gate.limits,
+                self.provider.name(),
+                tokens,
+                deadline,
+                max_wait,
+            )
+            .await?;
             adm.own_res = take_limits(&self.own_gate.limits, &self.id, tokens, deadline, max_wait).await?;
             if let Some(b) = &self.provider_gate.bulkhead {
                 adm.provider_slot = Some(b.try_acquire()?);

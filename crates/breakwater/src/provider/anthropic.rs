@@ -39,31 +39,16 @@ impl Anthropic {
     }
 }
 
-#[async_trait]
-impl Provider for Anthropic {
-    fn name(&self) -> &Arc<str> {
-        &self.http.name
-    }
-
-    fn kind(&self) -> ProviderKind {
-        ProviderKind::Anthropic
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            native_json_schema: false,
-            assistant_prefill: true,
-            embeddings: false,
-            tools: true,
-        }
-    }
-
-    async fn chat(&self, req: &ChatRequest, opts: &CallOptions) -> Result<ChatResponse> {
+impl Anthropic {
+    /// A complete answer from `model` (in place of `req.model`).
+    async fn complete(&self, model: &str, req: &ChatRequest, opts: &CallOptions) -> Result<ChatResponse> {
         let clock = self.http.clock(opts.deadline);
         // Encoded at once: the translated request is not held while the call waits.
-        let body = self
-            .http
-            .encode(&to_anthropic_request(req).map_err(|e| e.with_provider(&self.http.name))?)?;
+        let body = {
+            let mut body = to_anthropic_request(req).map_err(|e| e.with_provider(&self.http.name))?;
+            model.clone_into(&mut body.model);
+            self.http.encode(&body)?
+        };
         let resp = self
             .http
             .post_encoded(
@@ -78,10 +63,12 @@ impl Provider for Anthropic {
         Ok(from_anthropic_response(msg))
     }
 
-    async fn chat_stream(&self, req: &ChatRequest, opts: &CallOptions) -> Result<ChatStream> {
+    /// A streamed answer from `model` (in place of `req.model`).
+    async fn open(&self, model: &str, req: &ChatRequest, opts: &CallOptions) -> Result<ChatStream> {
         let clock = self.http.clock(opts.deadline);
         let body = {
             let mut body = to_anthropic_request(req).map_err(|e| e.with_provider(&self.http.name))?;
+            model.clone_into(&mut body.model);
             body.stream = Some(true);
             self.http.encode(&body)?
         };
@@ -126,6 +113,42 @@ impl Provider for Anthropic {
             Some(self.http.timeouts.idle()),
             clock.total_at,
         ))
+    }
+}
+
+#[async_trait]
+impl Provider for Anthropic {
+    fn name(&self) -> &Arc<str> {
+        &self.http.name
+    }
+
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Anthropic
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            native_json_schema: false,
+            assistant_prefill: true,
+            embeddings: false,
+            tools: true,
+        }
+    }
+
+    async fn chat(&self, req: &ChatRequest, opts: &CallOptions) -> Result<ChatResponse> {
+        self.complete(&req.model, req, opts).await
+    }
+
+    async fn chat_stream(&self, req: &ChatRequest, opts: &CallOptions) -> Result<ChatStream> {
+        self.open(&req.model, req, opts).await
+    }
+
+    async fn chat_as(&self, model: &str, req: &ChatRequest, opts: &CallOptions) -> Result<ChatResponse> {
+        self.complete(model, req, opts).await
+    }
+
+    async fn chat_stream_as(&self, model: &str, req: &ChatRequest, opts: &CallOptions) -> Result<ChatStream> {
+        self.open(model, req, opts).await
     }
 
     async fn embed(&self, _req: &EmbeddingRequest, _opts: &CallOptions) -> Result<EmbeddingResponse> {

@@ -43,32 +43,15 @@ impl Gemini {
     }
 }
 
-#[async_trait]
-impl Provider for Gemini {
-    fn name(&self) -> &Arc<str> {
-        &self.http.name
-    }
-
-    fn kind(&self) -> ProviderKind {
-        ProviderKind::Gemini
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            native_json_schema: true,
-            assistant_prefill: false,
-            embeddings: true,
-            tools: true,
-        }
-    }
-
-    async fn chat(&self, req: &ChatRequest, opts: &CallOptions) -> Result<ChatResponse> {
+impl Gemini {
+    /// A complete answer from `model` (in place of `req.model`).
+    async fn complete(&self, model: &str, req: &ChatRequest, opts: &CallOptions) -> Result<ChatResponse> {
         let clock = self.http.clock(opts.deadline);
         // Encoded at once: the translated request is not held while the call waits.
         let body = self
             .http
             .encode(&to_gemini_request(req).map_err(|e| e.with_provider(&self.http.name))?)?;
-        let url = self.model_url(&req.model, "generateContent")?;
+        let url = self.model_url(model, "generateContent")?;
         let resp = self
             .http
             .post_encoded(
@@ -80,22 +63,23 @@ impl Provider for Gemini {
             )
             .await?;
         let g: GenerateContentResponse = self.http.read_json(resp, clock.total_at).await?;
-        from_gemini_response(g, &req.model).map_err(|e| e.with_provider(&self.http.name))
+        from_gemini_response(g, model).map_err(|e| e.with_provider(&self.http.name))
     }
 
-    async fn chat_stream(&self, req: &ChatRequest, opts: &CallOptions) -> Result<ChatStream> {
+    /// A streamed answer from `model` (in place of `req.model`).
+    async fn open(&self, model: &str, req: &ChatRequest, opts: &CallOptions) -> Result<ChatStream> {
         let clock = self.http.clock(opts.deadline);
         let body = self
             .http
             .encode(&to_gemini_request(req).map_err(|e| e.with_provider(&self.http.name))?)?;
-        let url = self.model_url(&req.model, "streamGenerateContent?alt=sse")?;
+        let url = self.model_url(model, "streamGenerateContent?alt=sse")?;
         let until = earliest(clock.first_token_at, clock.total_at);
         let resp = self
             .http
             .post_encoded(url, body, until, TimeoutPhase::FirstToken, opts.request_id.as_deref())
             .await?;
         let name = self.http.name.clone();
-        let mut decoder = StreamDecoder::new(&req.model);
+        let mut decoder = StreamDecoder::new(model);
         let chunks = self
             .http
             .events(resp)
@@ -124,6 +108,42 @@ impl Provider for Gemini {
             Some(self.http.timeouts.idle()),
             clock.total_at,
         ))
+    }
+}
+
+#[async_trait]
+impl Provider for Gemini {
+    fn name(&self) -> &Arc<str> {
+        &self.http.name
+    }
+
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Gemini
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            native_json_schema: true,
+            assistant_prefill: false,
+            embeddings: true,
+            tools: true,
+        }
+    }
+
+    async fn chat(&self, req: &ChatRequest, opts: &CallOptions) -> Result<ChatResponse> {
+        self.complete(&req.model, req, opts).await
+    }
+
+    async fn chat_stream(&self, req: &ChatRequest, opts: &CallOptions) -> Result<ChatStream> {
+        self.open(&req.model, req, opts).await
+    }
+
+    async fn chat_as(&self, model: &str, req: &ChatRequest, opts: &CallOptions) -> Result<ChatResponse> {
+        self.complete(model, req, opts).await
+    }
+
+    async fn chat_stream_as(&self, model: &str, req: &ChatRequest, opts: &CallOptions) -> Result<ChatStream> {
+        self.open(model, req, opts).await
     }
 
     async fn embed(&self, req: &EmbeddingRequest, opts: &CallOptions) -> Result<EmbeddingResponse> {

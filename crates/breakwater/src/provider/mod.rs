@@ -95,6 +95,38 @@ pub trait Provider: Send + Sync + 'static {
     /// error as its last item.
     async fn chat_stream(&self, req: &ChatRequest, opts: &CallOptions) -> Result<ChatStream>;
 
+    /// A complete answer from the upstream model `model`; `req`'s own
+    /// `model`, `stream` and `stream_options` are ignored. The client calls
+    /// this (a target's model differs from the alias the caller named).
+    /// The default copies the request with those fields set and calls
+    /// [`Provider::chat`]; adapters that can encode the request with the
+    /// fields replaced override it and skip the copy (a deep one, on every
+    /// attempt).
+    async fn chat_as(&self, model: &str, req: &ChatRequest, opts: &CallOptions) -> Result<ChatResponse> {
+        if req.model == model && req.stream.is_none() && req.stream_options.is_none() {
+            return self.chat(req, opts).await;
+        }
+        let mut r = req.clone();
+        model.clone_into(&mut r.model);
+        r.stream = None;
+        // Only allowed with `stream` (OpenAI refuses it otherwise).
+        r.stream_options = None;
+        self.chat(&r, opts).await
+    }
+
+    /// A streamed answer from the upstream model `model`; `req`'s own
+    /// `model` and `stream` are ignored. Like [`Provider::chat_as`], the
+    /// default copies the request and calls [`Provider::chat_stream`].
+    async fn chat_stream_as(&self, model: &str, req: &ChatRequest, opts: &CallOptions) -> Result<ChatStream> {
+        if req.model == model && req.stream == Some(true) {
+            return self.chat_stream(req, opts).await;
+        }
+        let mut r = req.clone();
+        model.clone_into(&mut r.model);
+        r.stream = Some(true);
+        self.chat_stream(&r, opts).await
+    }
+
     /// Embeddings.
     async fn embed(&self, req: &EmbeddingRequest, opts: &CallOptions) -> Result<EmbeddingResponse>;
 
@@ -104,3 +136,82 @@ pub trait Provider: Send + Sync + 'static {
 
 /// A shared provider.
 pub type DynProvider = Arc<dyn Provider>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{Error, ErrorKind};
+    use crate::types::StreamOptions;
+    use std::sync::Mutex;
+
+    /// Records what `chat` and `chat_stream` were given; implements
+    /// nothing else, like a provider written outside this crate.
+    struct Recorder {
+        name: Arc<str>,
+        seen: Mutex<Vec<(String, Option<bool>, bool)>>,
+    }
+
+    impl Recorder {
+        fn record(&self, req: &ChatRequest) -> Error {
+            let mut seen = self.seen.lock().unwrap();
+            seen.push((req.model.clone(), req.stream, req.stream_options.is_some()));
+            Error::new(ErrorKind::ServerError, "recorded")
+        }
+    }
+
+    #[async_trait]
+    impl Provider for Recorder {
+        fn name(&self) -> &Arc<str> {
+            &self.name
+        }
+        fn kind(&self) -> ProviderKind {
+            ProviderKind::Simulator
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities {
+                native_json_schema: false,
+                assistant_prefill: false,
+                embeddings: false,
+                tools: false,
+            }
+        }
+        async fn chat(&self, req: &ChatRequest, _: &CallOptions) -> Result<ChatResponse> {
+            Err(self.record(req))
+        }
+        async fn chat_stream(&self, req: &ChatRequest, _: &CallOptions) -> Result<ChatStream> {
+            Err(self.record(req))
+        }
+        async fn embed(&self, _: &EmbeddingRequest, _: &CallOptions) -> Result<EmbeddingResponse> {
+            Err(Error::new(ErrorKind::InvalidRequest, "no embeddings"))
+        }
+        async fn probe(&self, _: &CallOptions) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_default_methods_send_a_copy_with_the_model_and_stream_fields_set() {
+        let p = Recorder {
+            name: Arc::from("rec"),
+            seen: Mutex::new(Vec::new()),
+        };
+        let mut req = ChatRequest::user("alias", "hi");
+        req.stream = Some(true);
+        req.stream_options = Some(StreamOptions::default());
+        let o = CallOptions::default();
+        assert!(p.chat_as("upstream-1", &req, &o).await.is_err());
+        assert!(p.chat_stream_as("upstream-2", &req, &o).await.is_err());
+        // Already right: passed as it is.
+        req.model = "upstream-3".into();
+        assert!(p.chat_stream_as("upstream-3", &req, &o).await.is_err());
+        let seen = p.seen.lock().unwrap().clone();
+        assert_eq!(
+            seen,
+            vec![
+                ("upstream-1".to_string(), None, false),
+                ("upstream-2".to_string(), Some(true), true),
+                ("upstream-3".to_string(), Some(true), true),
+            ]
+        );
+    }
+}

@@ -5,7 +5,9 @@ use super::http::{HttpSettings, HttpUpstream};
 use super::{CallOptions, Capabilities, ChatStream, Provider, ProviderKind};
 use crate::error::{Error, ErrorKind, Result, TimeoutPhase, TransportCause, classify_stream_error};
 use crate::policy::timeout::{earliest, guard_stream};
-use crate::types::{ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, StreamOptions};
+use crate::types::{
+    ChatChunk, ChatRequest, ChatRequestAs, ChatResponse, EmbeddingRequest, EmbeddingResponse, StreamOptions,
+};
 use async_trait::async_trait;
 use futures::StreamExt;
 use std::sync::Arc;
@@ -39,60 +41,17 @@ impl OpenAi {
         })
     }
 
-    /// Overrides the capabilities (e.g. a compatible server that does
-    /// continue a trailing assistant message, like llama-server).
-    pub fn with_capabilities(mut self, caps: Capabilities) -> Self {
-        self.caps = caps;
-        self
-    }
-}
-
-/// Turns one event of an OpenAI stream into a chunk; `Ok(None)` for `[DONE]`
-/// and for events without data worth passing.
-pub fn parse_stream_event(data: &str) -> Result<Option<ChatChunk>> {
-    if data == "[DONE]" {
-        return Ok(None);
-    }
-    match serde_json::from_str::<ChatChunk>(data) {
-        Ok(c) => Ok(Some(c)),
-        Err(e) => {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(data)
-                && v.get("error").is_some()
-            {
-                return Err(classify_stream_error(data.as_bytes()));
-            }
-            Err(Error::unparseable(data.as_bytes(), &e))
-        }
-    }
-}
-
-#[async_trait]
-impl Provider for OpenAi {
-    fn name(&self) -> &Arc<str> {
-        &self.http.name
-    }
-
-    fn kind(&self) -> ProviderKind {
-        ProviderKind::Openai
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        self.caps
-    }
-
-    async fn chat(&self, req: &ChatRequest, opts: &CallOptions) -> Result<ChatResponse> {
+    /// A complete answer from `model`, `req` encoded with its model and
+    /// stream fields replaced rather than copied.
+    async fn complete(&self, model: &str, req: &ChatRequest, opts: &CallOptions) -> Result<ChatResponse> {
         let clock = self.http.clock(opts.deadline);
-        // Encoded in a block: a request copy is then not held while the
-        // call waits. The client's call path has already cleared the stream
-        // fields, so the copy is rarely needed.
-        let body = if req.stream.is_none() && req.stream_options.is_none() {
-            self.http.encode(req)?
-        } else {
-            let mut body = req.clone();
-            body.stream = None;
-            body.stream_options = None;
-            self.http.encode(&body)?
-        };
+        let body = self.http.encode(&ChatRequestAs {
+            req,
+            model,
+            stream: None,
+            // Only allowed with `stream` (OpenAI refuses it otherwise).
+            stream_options: None,
+        })?;
         let resp = self
             .http
             .post_encoded(
@@ -112,16 +71,22 @@ impl Provider for OpenAi {
         Ok(r)
     }
 
-    async fn chat_stream(&self, req: &ChatRequest, opts: &CallOptions) -> Result<ChatStream> {
+    /// A streamed answer from `model`, encoded like [`OpenAi::complete`].
+    async fn open(&self, model: &str, req: &ChatRequest, opts: &CallOptions) -> Result<ChatStream> {
         let clock = self.http.clock(opts.deadline);
+        // In a block: the options are not held while the call waits.
         let body = {
-            let mut body = req.clone();
-            body.stream = Some(true);
             // Always ask for usage: accounting needs it.
-            let mut so = body.stream_options.take().unwrap_or_default();
-            so.include_usage = Some(true);
-            body.stream_options = Some(StreamOptions { ..so });
-            self.http.encode(&body)?
+            let so = StreamOptions {
+                include_usage: Some(true),
+                extra: req.stream_options.as_ref().map(|o| o.extra.clone()).unwrap_or_default(),
+            };
+            self.http.encode(&ChatRequestAs {
+                req,
+                model,
+                stream: Some(true),
+                stream_options: Some(&so),
+            })?
         };
         let until = earliest(clock.first_token_at, clock.total_at);
         let resp = self
@@ -167,6 +132,63 @@ impl Provider for OpenAi {
             Some(self.http.timeouts.idle()),
             clock.total_at,
         ))
+    }
+
+    /// Overrides the capabilities (e.g. a compatible server that does
+    /// continue a trailing assistant message, like llama-server).
+    pub fn with_capabilities(mut self, caps: Capabilities) -> Self {
+        self.caps = caps;
+        self
+    }
+}
+
+/// Turns one event of an OpenAI stream into a chunk; `Ok(None)` for `[DONE]`
+/// and for events without data worth passing.
+pub fn parse_stream_event(data: &str) -> Result<Option<ChatChunk>> {
+    if data == "[DONE]" {
+        return Ok(None);
+    }
+    match serde_json::from_str::<ChatChunk>(data) {
+        Ok(c) => Ok(Some(c)),
+        Err(e) => {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(data)
+                && v.get("error").is_some()
+            {
+                return Err(classify_stream_error(data.as_bytes()));
+            }
+            Err(Error::unparseable(data.as_bytes(), &e))
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for OpenAi {
+    fn name(&self) -> &Arc<str> {
+        &self.http.name
+    }
+
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Openai
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.caps
+    }
+
+    async fn chat(&self, req: &ChatRequest, opts: &CallOptions) -> Result<ChatResponse> {
+        self.complete(&req.model, req, opts).await
+    }
+
+    async fn chat_stream(&self, req: &ChatRequest, opts: &CallOptions) -> Result<ChatStream> {
+        self.open(&req.model, req, opts).await
+    }
+
+    async fn chat_as(&self, model: &str, req: &ChatRequest, opts: &CallOptions) -> Result<ChatResponse> {
+        self.complete(model, req, opts).await
+    }
+
+    async fn chat_stream_as(&self, model: &str, req: &ChatRequest, opts: &CallOptions) -> Result<ChatStream> {
+        self.open(model, req, opts).await
     }
 
     async fn embed(&self, req: &EmbeddingRequest, opts: &CallOptions) -> Result<EmbeddingResponse> {

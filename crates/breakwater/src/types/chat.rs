@@ -11,62 +11,47 @@ pub type Extra = Map<String, Value>;
 /// Every field OpenAI documents that changes routing, caching or translation
 /// is modelled; anything else a client sends lands in [`ChatRequest::extra`]
 /// and is passed upstream unchanged.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+// Encoded by `ChatRequestAs` and decoded by `deserialize_with_extra!`
+// below: a new field goes into both.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ChatRequest {
     /// The model alias (at the gateway) or upstream model name (at a provider).
     pub model: String,
     /// The conversation so far.
     pub messages: Vec<Message>,
     /// Sampling temperature, 0–2.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
     /// Nucleus sampling mass.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub top_p: Option<f64>,
     /// Number of choices to generate.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub n: Option<u32>,
     /// Whether the reply is streamed as server-sent events.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
     /// Streaming options (`include_usage`).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub stream_options: Option<StreamOptions>,
     /// Stop sequences.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub stop: Option<Stop>,
     /// Legacy cap on generated tokens.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u32>,
     /// Cap on generated tokens (newer name, includes reasoning tokens).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_completion_tokens: Option<u32>,
     /// Presence penalty, −2–2.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub presence_penalty: Option<f64>,
     /// Frequency penalty, −2–2.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub frequency_penalty: Option<f64>,
     /// Seed for best-effort deterministic sampling.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<i64>,
     /// End-user identifier.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// Tools the model may call.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub tools: Option<Vec<Tool>>,
     /// How the model chooses tools.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_choice: Option<ToolChoice>,
     /// Whether several tool calls may come in one turn.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub parallel_tool_calls: Option<bool>,
     /// Output format: text, any JSON object, or JSON matching a schema.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub response_format: Option<ResponseFormat>,
     /// Everything else the client sent.
-    #[serde(flatten)]
     pub extra: Extra,
 }
 
@@ -90,6 +75,76 @@ deserialize_with_extra!(ChatRequest {
     parallel_tool_calls: "parallel_tool_calls" => default,
     response_format: "response_format" => default,
 });
+
+/// A [`ChatRequest`] as it is sent upstream: the request with its model and
+/// stream fields replaced, serialized without copying it. A copy would be a
+/// deep one (every message) on every attempt at every target, only to
+/// change a name.
+#[derive(Debug, Clone, Copy)]
+pub struct ChatRequestAs<'a> {
+    /// Everything else comes from here.
+    pub req: &'a ChatRequest,
+    /// Sent as `model` (the upstream's model name).
+    pub model: &'a str,
+    /// Sent as `stream`.
+    pub stream: Option<bool>,
+    /// Sent as `stream_options`.
+    pub stream_options: Option<&'a StreamOptions>,
+}
+
+impl Serialize for ChatRequest {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        ChatRequestAs {
+            req: self,
+            model: &self.model,
+            stream: self.stream,
+            stream_options: self.stream_options.as_ref(),
+        }
+        .serialize(s)
+    }
+}
+
+impl Serialize for ChatRequestAs<'_> {
+    // The fields in declaration order, absent options left out, then
+    // `extra`'s entries: what `#[derive(Serialize)]` with a flattened
+    // `extra` wrote (cache keys hash this encoding).
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let r = self.req;
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("model", self.model)?;
+        map.serialize_entry("messages", &r.messages)?;
+        macro_rules! present {
+            ($($name:literal => $value:expr),* $(,)?) => {$(
+                if let Some(v) = $value.as_ref() {
+                    map.serialize_entry($name, v)?;
+                }
+            )*};
+        }
+        present!(
+            "temperature" => r.temperature,
+            "top_p" => r.top_p,
+            "n" => r.n,
+            "stream" => self.stream,
+            "stream_options" => self.stream_options,
+            "stop" => r.stop,
+            "max_tokens" => r.max_tokens,
+            "max_completion_tokens" => r.max_completion_tokens,
+            "presence_penalty" => r.presence_penalty,
+            "frequency_penalty" => r.frequency_penalty,
+            "seed" => r.seed,
+            "user" => r.user,
+            "tools" => r.tools,
+            "tool_choice" => r.tool_choice,
+            "parallel_tool_calls" => r.parallel_tool_calls,
+            "response_format" => r.response_format,
+        );
+        for (k, v) in &r.extra {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
 
 impl ChatRequest {
     /// A request with one user message.

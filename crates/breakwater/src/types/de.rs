@@ -178,6 +178,51 @@ mod tests {
         assert_eq!(back, orig);
     }
 
+    /// Every field set: a field missing from the hand-written encoding
+    /// (`ChatRequestAs`) is lost in the round trip.
+    const EVERY_FIELD: &str = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":0.5,"top_p":0.9,"n":2,"stream":true,"stream_options":{"include_usage":true,"x":1},"stop":["a","b"],"max_tokens":10,"max_completion_tokens":20,"presence_penalty":0.1,"frequency_penalty":0.2,"seed":7,"user":"u","tools":[{"type":"function","function":{"name":"f","description":"d","parameters":{"type":"object"}}}],"tool_choice":"auto","parallel_tool_calls":false,"response_format":{"type":"json_object"},"metadata":{"k":"v"}}"#;
+
+    #[test]
+    fn every_field_survives_a_round_trip_in_declaration_order() {
+        let r: ChatRequest = serde_json::from_str(EVERY_FIELD).expect("parses");
+        // Byte for byte: the order is part of the cache key's input.
+        assert_eq!(serde_json::to_string(&r).expect("encodes"), EVERY_FIELD);
+        let mut small = ChatRequest::user("m", "q");
+        small.temperature = Some(0.0);
+        assert_eq!(
+            serde_json::to_string(&small).expect("encodes"),
+            r#"{"model":"m","messages":[{"role":"user","content":"q"}],"temperature":0.0}"#
+        );
+    }
+
+    #[test]
+    fn a_request_is_sent_as_another_model_and_stream_setting_without_a_copy() {
+        let r: ChatRequest = serde_json::from_str(EVERY_FIELD).expect("parses");
+        let so = crate::types::StreamOptions {
+            include_usage: Some(false),
+            ..Default::default()
+        };
+        let sent = |stream, stream_options| {
+            let view = crate::types::ChatRequestAs {
+                req: &r,
+                model: "upstream-\"1\"",
+                stream,
+                stream_options,
+            };
+            let v: serde_json::Value = serde_json::to_value(view).expect("encodes");
+            let back: ChatRequest = serde_json::from_value(v).expect("parses back");
+            back
+        };
+        let mut expected = r.clone();
+        expected.model = "upstream-\"1\"".into();
+        expected.stream = None;
+        expected.stream_options = None;
+        assert_eq!(sent(None, None), expected);
+        expected.stream = Some(false);
+        expected.stream_options = Some(so.clone());
+        assert_eq!(sent(Some(false), Some(&so)), expected);
+    }
+
     #[test]
     fn a_missing_required_field_is_named() {
         let e = serde_json::from_str::<ChatRequest>(r#"{"model":"m"}"#).expect_err("no messages");
