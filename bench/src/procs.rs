@@ -180,41 +180,42 @@ async fn wait_port(port: u16, child: &mut Child, what: &str) -> Result<(), Strin
     Err(format!("{what} did not listen on {port} within 20 s"))
 }
 
-/// `breakwater simulate --config FILE --port P` in the background.
-pub async fn spawn_simulator(bin: &Path, config: &Path) -> Result<Proc, String> {
-    let port = breakwater_testkit::free_port();
-    let mut child = Command::new(bin)
-        .args(["simulate", "--port", &port.to_string(), "--config"])
-        .arg(config)
+/// Runs `cmd` (which listens on 127.0.0.1:`port`) in the background, its
+/// output discarded, and waits until it listens.
+async fn spawn_listening(mut cmd: Command, port: u16, what: &str) -> Result<Proc, String> {
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| format!("{}: {e}", bin.display()))?;
-    wait_port(port, &mut child, "breakwater simulate").await?;
+        .map_err(|e| format!("{what}: {e}"))?;
+    wait_port(port, &mut child, what).await?;
     Ok(Proc { child, port })
+}
+
+/// `breakwater simulate --config FILE --port P` in the background.
+pub async fn spawn_simulator(bin: &Path, config: &Path) -> Result<Proc, String> {
+    let port = breakwater_testkit::free_port();
+    let mut cmd = Command::new(bin);
+    cmd.args(["simulate", "--port", &port.to_string(), "--config"])
+        .arg(config);
+    spawn_listening(cmd, port, &format!("{} simulate", bin.display())).await
 }
 
 /// `breakwater serve --config FILE --listen 127.0.0.1:P` in the background.
 pub async fn spawn_gateway(bin: &Path, config: &Path) -> Result<Proc, String> {
     let port = breakwater_testkit::free_port();
-    let mut child = Command::new(bin)
-        .args([
-            "serve",
-            "--no-watch",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--config",
-        ])
-        .arg(config)
-        .env("RUST_LOG", "error")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("{}: {e}", bin.display()))?;
-    wait_port(port, &mut child, "breakwater serve").await?;
-    Ok(Proc { child, port })
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "serve",
+        "--no-watch",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--config",
+    ])
+    .arg(config)
+    .env("RUST_LOG", "error");
+    spawn_listening(cmd, port, &format!("{} serve", bin.display())).await
 }
 
 /// This binary as a byte relay (`--relay`, see `relay.rs`) from a free port
@@ -222,13 +223,7 @@ pub async fn spawn_gateway(bin: &Path, config: &Path) -> Result<Proc, String> {
 pub async fn spawn_relay(upstream_port: u16) -> Result<Proc, String> {
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
     let port = breakwater_testkit::free_port();
-    let mut child = Command::new(&me)
-        .args(["--relay", &port.to_string(), &upstream_port.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("{}: {e}", me.display()))?;
-    wait_port(port, &mut child, "the relay").await?;
-    Ok(Proc { child, port })
+    let mut cmd = Command::new(&me);
+    cmd.args(["--relay", &port.to_string(), &upstream_port.to_string()]);
+    spawn_listening(cmd, port, &format!("{} --relay", me.display())).await
 }

@@ -1,12 +1,11 @@
 //! Anthropic Messages API.
 
 use super::http::{HttpSettings, HttpUpstream};
-use super::{CallOptions, Capabilities, ChatStream, Provider, ProviderKind};
+use super::{CallOptions, Capabilities, ChatStream, ProviderKind};
 use crate::error::{Error, ErrorKind, Result, TimeoutPhase, TransportCause};
 use crate::policy::timeout::{earliest, guard_stream};
 use crate::types::{ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse};
 use crate::wire::anthropic::{MessagesResponse, StreamDecoder, from_anthropic_response, to_anthropic_request};
-use async_trait::async_trait;
 use futures::StreamExt;
 use http::HeaderValue;
 use std::sync::Arc;
@@ -116,8 +115,7 @@ impl Anthropic {
     }
 }
 
-#[async_trait]
-impl Provider for Anthropic {
+impl_provider_by_model!(Anthropic {
     fn name(&self) -> &Arc<str> {
         &self.http.name
     }
@@ -133,22 +131,6 @@ impl Provider for Anthropic {
             embeddings: false,
             tools: true,
         }
-    }
-
-    async fn chat(&self, req: &ChatRequest, opts: &CallOptions) -> Result<ChatResponse> {
-        self.complete(&req.model, req, opts).await
-    }
-
-    async fn chat_stream(&self, req: &ChatRequest, opts: &CallOptions) -> Result<ChatStream> {
-        self.open(&req.model, req, opts).await
-    }
-
-    async fn chat_as(&self, model: &str, req: &ChatRequest, opts: &CallOptions) -> Result<ChatResponse> {
-        self.complete(model, req, opts).await
-    }
-
-    async fn chat_stream_as(&self, model: &str, req: &ChatRequest, opts: &CallOptions) -> Result<ChatStream> {
-        self.open(model, req, opts).await
     }
 
     async fn embed(&self, _req: &EmbeddingRequest, _opts: &CallOptions) -> Result<EmbeddingResponse> {
@@ -170,4 +152,4 @@ impl Provider for Anthropic {
         let _: serde_json::Value = self.http.read_json(resp, until).await?;
         Ok(())
     }
-}
+});

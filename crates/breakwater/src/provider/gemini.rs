@@ -1,7 +1,7 @@
 //! Google Gemini (`generateContent`, `streamGenerateContent?alt=sse`).
 
 use super::http::{HttpSettings, HttpUpstream};
-use super::{CallOptions, Capabilities, ChatStream, Provider, ProviderKind};
+use super::{CallOptions, Capabilities, ChatStream, ProviderKind};
 use crate::error::{Error, Result, TimeoutPhase};
 use crate::policy::timeout::{earliest, guard_stream};
 use crate::types::{ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse};
@@ -9,7 +9,6 @@ use crate::wire::gemini::{
     BatchEmbedResponse, GenerateContentResponse, StreamDecoder, from_gemini_embed, from_gemini_response,
     to_gemini_embed, to_gemini_request,
 };
-use async_trait::async_trait;
 use futures::StreamExt;
 use std::sync::Arc;
 
@@ -111,8 +110,7 @@ impl Gemini {
     }
 }
 
-#[async_trait]
-impl Provider for Gemini {
+impl_provider_by_model!(Gemini {
     fn name(&self) -> &Arc<str> {
         &self.http.name
     }
@@ -128,22 +126,6 @@ impl Provider for Gemini {
             embeddings: true,
             tools: true,
         }
-    }
-
-    async fn chat(&self, req: &ChatRequest, opts: &CallOptions) -> Result<ChatResponse> {
-        self.complete(&req.model, req, opts).await
-    }
-
-    async fn chat_stream(&self, req: &ChatRequest, opts: &CallOptions) -> Result<ChatStream> {
-        self.open(&req.model, req, opts).await
-    }
-
-    async fn chat_as(&self, model: &str, req: &ChatRequest, opts: &CallOptions) -> Result<ChatResponse> {
-        self.complete(model, req, opts).await
-    }
-
-    async fn chat_stream_as(&self, model: &str, req: &ChatRequest, opts: &CallOptions) -> Result<ChatStream> {
-        self.open(model, req, opts).await
     }
 
     async fn embed(&self, req: &EmbeddingRequest, opts: &CallOptions) -> Result<EmbeddingResponse> {
@@ -176,4 +158,4 @@ impl Provider for Gemini {
         let _: serde_json::Value = self.http.read_json(resp, until).await?;
         Ok(())
     }
-}
+});

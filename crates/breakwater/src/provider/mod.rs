@@ -2,6 +2,53 @@
 //! translates the canonical (OpenAI-shaped) types to its upstream's wire
 //! format and back, streams and errors included.
 
+/// `impl Provider for $ty` for an adapter with inherent `complete` and
+/// `open` methods that take the upstream model: the four chat methods
+/// delegate to them (awaited in place, not boxed a second time), and the
+/// block given supplies the rest.
+macro_rules! impl_provider_by_model {
+    ($ty:ty { $($rest:tt)* }) => {
+        #[async_trait::async_trait]
+        impl $crate::provider::Provider for $ty {
+            async fn chat(
+                &self,
+                req: &$crate::types::ChatRequest,
+                opts: &$crate::provider::CallOptions,
+            ) -> $crate::error::Result<$crate::types::ChatResponse> {
+                self.complete(&req.model, req, opts).await
+            }
+
+            async fn chat_stream(
+                &self,
+                req: &$crate::types::ChatRequest,
+                opts: &$crate::provider::CallOptions,
+            ) -> $crate::error::Result<$crate::provider::ChatStream> {
+                self.open(&req.model, req, opts).await
+            }
+
+            async fn chat_as(
+                &self,
+                model: &str,
+                req: &$crate::types::ChatRequest,
+                opts: &$crate::provider::CallOptions,
+            ) -> $crate::error::Result<$crate::types::ChatResponse> {
+                self.complete(model, req, opts).await
+            }
+
+            async fn chat_stream_as(
+                &self,
+                model: &str,
+                req: &$crate::types::ChatRequest,
+                opts: &$crate::provider::CallOptions,
+            ) -> $crate::error::Result<$crate::provider::ChatStream> {
+                self.open(model, req, opts).await
+            }
+
+            $($rest)*
+        }
+    };
+}
+
 pub mod anthropic;
 pub mod discover;
 pub mod gemini;

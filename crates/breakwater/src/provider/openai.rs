@@ -2,13 +2,12 @@
 //! (llama.cpp's llama-server, vLLM, Ollama, Groq, Together, …).
 
 use super::http::{HttpSettings, HttpUpstream};
-use super::{CallOptions, Capabilities, ChatStream, Provider, ProviderKind};
+use super::{CallOptions, Capabilities, ChatStream, ProviderKind};
 use crate::error::{Error, ErrorKind, Result, TimeoutPhase, TransportCause, classify_stream_error};
 use crate::policy::timeout::{earliest, guard_stream};
 use crate::types::{
     ChatChunk, ChatRequest, ChatRequestAs, ChatResponse, EmbeddingRequest, EmbeddingResponse, StreamOptions,
 };
-use async_trait::async_trait;
 use futures::StreamExt;
 use std::sync::Arc;
 
@@ -161,8 +160,7 @@ pub fn parse_stream_event(data: &str) -> Result<Option<ChatChunk>> {
     }
 }
 
-#[async_trait]
-impl Provider for OpenAi {
+impl_provider_by_model!(OpenAi {
     fn name(&self) -> &Arc<str> {
         &self.http.name
     }
@@ -173,22 +171,6 @@ impl Provider for OpenAi {
 
     fn capabilities(&self) -> Capabilities {
         self.caps
-    }
-
-    async fn chat(&self, req: &ChatRequest, opts: &CallOptions) -> Result<ChatResponse> {
-        self.complete(&req.model, req, opts).await
-    }
-
-    async fn chat_stream(&self, req: &ChatRequest, opts: &CallOptions) -> Result<ChatStream> {
-        self.open(&req.model, req, opts).await
-    }
-
-    async fn chat_as(&self, model: &str, req: &ChatRequest, opts: &CallOptions) -> Result<ChatResponse> {
-        self.complete(model, req, opts).await
-    }
-
-    async fn chat_stream_as(&self, model: &str, req: &ChatRequest, opts: &CallOptions) -> Result<ChatStream> {
-        self.open(model, req, opts).await
     }
 
     async fn embed(&self, req: &EmbeddingRequest, opts: &CallOptions) -> Result<EmbeddingResponse> {
@@ -218,7 +200,7 @@ impl Provider for OpenAi {
         let _: serde_json::Value = self.http.read_json(resp, until).await?;
         Ok(())
     }
-}
+});
 
 #[cfg(test)]
 mod tests {
