@@ -106,8 +106,8 @@ impl Serialize for ChatRequest {
 
 impl Serialize for ChatRequestAs<'_> {
     // The fields in declaration order, absent options left out, then
-    // `extra`'s entries: what `#[derive(Serialize)]` with a flattened
-    // `extra` wrote (cache keys hash this encoding).
+    // `extra`'s entries: byte for byte what `#[derive(Serialize)]` with a
+    // flattened `extra` wrote, so upstreams see the requests they saw.
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let r = self.req;

@@ -185,7 +185,7 @@ mod tests {
     #[test]
     fn every_field_survives_a_round_trip_in_declaration_order() {
         let r: ChatRequest = serde_json::from_str(EVERY_FIELD).expect("parses");
-        // Byte for byte: the order is part of the cache key's input.
+        // Byte for byte what the derived encoding wrote.
         assert_eq!(serde_json::to_string(&r).expect("encodes"), EVERY_FIELD);
         let mut small = ChatRequest::user("m", "q");
         small.temperature = Some(0.0);
